@@ -1,0 +1,31 @@
+"""Writing the audit log. Callers pass names, ids and masks, never secrets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+
+from .models import AuditLog, User, Workspace
+
+
+def audit(
+    *,
+    action: str,
+    actor: User | None = None,
+    workspace: Workspace | int | None = None,
+    target: models.Model | None = None,
+    data: dict[str, Any] | None = None,
+    ip_address: str | None = None,
+) -> AuditLog:
+    workspace_id = workspace if isinstance(workspace, int) or workspace is None else workspace.pk
+    return AuditLog.objects.create(
+        workspace_id=workspace_id,
+        actor=actor if getattr(actor, "is_authenticated", False) else None,
+        action=action,
+        target_type=target._meta.label_lower if target is not None else "",
+        target_id=str(target.pk) if target is not None else "",
+        target_repr=str(target)[:200] if target is not None else "",
+        data=data or {},
+        ip_address=ip_address,
+    )

@@ -1,0 +1,3 @@
+"""WebSocket routes (issue 6 adds the consumers)."""
+
+websocket_urlpatterns: list = []
