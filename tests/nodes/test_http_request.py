@@ -200,7 +200,7 @@ def test_response_size_cap(node, http_server):
 @pytest.mark.usefixtures("allow_loopback")
 @pytest.mark.timeout(30)
 def test_timeout(node, http_server):
-    with pytest.raises(NodeError, match="timed out after 0.3 s") as excinfo:
+    with pytest.raises(NodeError, match=r"timed out after 0\.3 s") as excinfo:
         run(node, {"url": http_server.url("/hang"), "timeout": 0.3})
     assert excinfo.value.retryable is True
 
