@@ -13,6 +13,7 @@ from workflows.choices import OnError, TriggerKind
 from workflows.models import Edge, Node, Trigger, Workflow, WorkflowVersion
 
 
+@extend_schema_field(OpenApiTypes.INT)
 class _VisibleWorkspaceField(serializers.PrimaryKeyRelatedField):
     """A workspace id the requesting user can see (others read as unknown)."""
 
