@@ -128,19 +128,19 @@ class ImportSerializer(serializers.Serializer):
 
 
 class NodeSerializer(serializers.ModelSerializer):
+    id = serializers.SlugField(source="node_id", max_length=64, help_text="Stable id, unique in the workflow.")
     config = ObjectField(required=False)
     position = ObjectField(required=False)
     retry = ObjectField(required=False)
 
     class Meta:
         model = Node
-        fields = ["node_id", "type", "name", "config", "position", "retry", "timeout", "on_error"]
-        extra_kwargs = {"on_error": {"choices": OnError.choices}}
+        fields = ["id", "type", "name", "config", "position", "retry", "timeout", "on_error"]
+        extra_kwargs = {"on_error": {"choices": OnError.choices}, "name": {"required": False}}
 
 
 class NodeUpdateSerializer(NodeSerializer):
-    class Meta(NodeSerializer.Meta):
-        read_only_fields = ["node_id"]
+    id = serializers.SlugField(source="node_id", max_length=64, required=False, help_text="Renames the node.")
 
 
 class EdgeSerializer(serializers.ModelSerializer):

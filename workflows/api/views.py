@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Q
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -222,19 +222,31 @@ class NodeViewSet(_WorkflowChildMixin, viewsets.ModelViewSet):
     def get_serializer_class(self):
         return NodeUpdateSerializer if self.action == "partial_update" else NodeSerializer
 
+    @staticmethod
+    def _as_definition(data: dict) -> dict:
+        node = dict(data)
+        if "node_id" in node:
+            node["id"] = node.pop("node_id")
+        return node
+
     def perform_create(self, serializer):
         workflow = self.require_edit()
-        serializer.instance = services.node_add(workflow=workflow, user=self.request.user, **serializer.validated_data)
+        serializer.instance = services.workflow_node_add(
+            workflow=workflow, user=self.request.user, node=self._as_definition(serializer.validated_data)
+        )
 
     def perform_update(self, serializer):
-        self.require_edit()
-        serializer.instance = services.node_update(
-            node=serializer.instance, user=self.request.user, **serializer.validated_data
+        workflow = self.require_edit()
+        serializer.instance = services.workflow_node_update(
+            workflow=workflow,
+            user=self.request.user,
+            node_id=serializer.instance.node_id,
+            **self._as_definition(serializer.validated_data),
         )
 
     def perform_destroy(self, instance):
-        self.require_edit()
-        services.node_remove(node=instance, user=self.request.user)
+        workflow = self.require_edit()
+        services.workflow_node_remove(workflow=workflow, user=self.request.user, node_id=instance.node_id)
 
 
 class EdgeViewSet(_WorkflowChildMixin, viewsets.ModelViewSet):
@@ -260,19 +272,25 @@ class EdgeViewSet(_WorkflowChildMixin, viewsets.ModelViewSet):
 
     def perform_create(self, serializer):
         workflow = self.require_edit()
-        serializer.instance = services.edge_add(
+        serializer.instance = services.workflow_edge_add(
             workflow=workflow, user=self.request.user, **self._flat(serializer.validated_data)
         )
 
+    @staticmethod
+    def _key(edge: Edge) -> dict:
+        return {"source": edge.source.node_id, "target": edge.target.node_id, "branch": edge.branch or None}
+
     def perform_update(self, serializer):
-        self.require_edit()
-        serializer.instance = services.edge_update(
-            edge=serializer.instance, user=self.request.user, **self._flat(serializer.validated_data)
-        )
+        workflow = self.require_edit()
+        edge = serializer.instance
+        changed = {**self._key(edge), **self._flat(serializer.validated_data)}
+        with transaction.atomic():  # an edge is its endpoints: changing one is remove + add
+            services.workflow_edge_remove(workflow=workflow, user=self.request.user, **self._key(edge))
+            serializer.instance = services.workflow_edge_add(workflow=workflow, user=self.request.user, **changed)
 
     def perform_destroy(self, instance):
-        self.require_edit()
-        services.edge_remove(edge=instance, user=self.request.user)
+        workflow = self.require_edit()
+        services.workflow_edge_remove(workflow=workflow, user=self.request.user, **self._key(instance))
 
 
 class TriggerViewSet(
