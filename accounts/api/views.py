@@ -23,6 +23,9 @@ class TokenView(APIView):
     permission_classes = [AllowAny]
     throttle_classes = [AuthTokenThrottle]
 
+    def get_authenticate_header(self, request) -> str:
+        return 'Token realm="api"'  # a wrong password is a 401, not a 403
+
     @extend_schema(request=TokenRequestSerializer, responses={201: TokenResponseSerializer}, auth=[])
     def post(self, request):
         serializer = TokenRequestSerializer(data=request.data)
