@@ -225,9 +225,10 @@ class UserEventsConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
             self.groups_joined.append(group)
         await self.accept()
-        if layer_is_in_process():  # a worker process cannot reach this layer: watch the table too
-            self.since = timezone.now()
-            self.tail_task = asyncio.create_task(self._tail())
+        # Watch the table too: with the in-process layer a worker process cannot reach this one,
+        # and with any layer a lost message is caught up with.
+        self.since = timezone.now()
+        self.tail_task = asyncio.create_task(self._tail())
 
     async def _push(self, run: dict[str, Any]) -> None:
         run_id, status = run.get("id"), run.get("status")
