@@ -16,6 +16,7 @@ from accounts.choices import Action
 from accounts.permissions import can, require
 from workflows.views import error_text
 
+from . import credentials as credential_services
 from .choices import CredentialKind, Provider
 from .forms import CollectionForm, CredentialForm, DocumentForm, SearchForm
 from .models import Chunk, Collection, Credential, Document
@@ -33,7 +34,6 @@ class _Lazy:
         return getattr(importlib.import_module(self.name), attr)
 
 
-credential_services = _Lazy("providers.credentials")
 collection_services = _Lazy("providers.collections")
 
 

@@ -92,8 +92,8 @@ def _tolerant_layers(node_ids: list[str], edges: list[tuple[str, str]]) -> list[
 def layers_for(definition: dict[str, Any]) -> list[list[str]]:
     node_ids = [str(n.get("id", "")) for n in definition.get("nodes", [])]
     try:
-        layers = graph.topological_layers(definition)
-    except Exception:  # an invalid draft (cycle, missing node) still has to be drawn
+        layers = graph.topological_layers(definition, strict=False)
+    except Exception:  # a malformed draft still has to be drawn
         layers = None
     if layers and sorted(n for layer in layers for n in layer) == sorted(node_ids):
         return [list(layer) for layer in layers]

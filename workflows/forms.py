@@ -3,6 +3,7 @@ a node type's JSON ``config_schema`` and a workflow's ``inputs``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -116,6 +117,7 @@ class NodeForm(forms.Form):
         self.properties: dict[str, dict[str, Any]] = self.schema.get("properties") or {}
         required = set(self.schema.get("required") or [])
         self.json_keys: set[str] = set()
+        self.flex_keys: set[str] = set()  # text, or JSON when it parses as an object or a list
         self.extra_config = {k: v for k, v in config.items() if k not in self.properties}
         super().__init__(*args, initial=initial, **kwargs)
         self.config_field_names: list[str] = []
@@ -124,11 +126,19 @@ class NodeForm(forms.Form):
             name = self.PREFIX + key
             self.fields[name] = field
             self.config_field_names.append(name)
-            if is_json:
+            kinds = prop.get("type")
+            if is_json and isinstance(kinds, list) and "string" in kinds:
+                self.flex_keys.add(key)
+                field.widget = forms.Textarea(attrs={"rows": 4})
+                field.help_text = (prop.get("description", "") + " Text, or a JSON object or list.").strip()
+            elif is_json:
                 self.json_keys.add(key)
             value = config.get(key, prop.get("default"))
             if value is not None:
-                self.initial[name] = json.dumps(value, indent=2) if is_json else value
+                if key in self.flex_keys and isinstance(value, str):
+                    self.initial[name] = value
+                else:
+                    self.initial[name] = json.dumps(value, indent=2) if is_json else value
         if not self.properties:  # a schema without properties: edit the whole config as JSON
             self.fields["cfg__json"] = forms.CharField(
                 label="Config (JSON)", widget=forms.Textarea(attrs={"rows": 6}), required=False
@@ -190,7 +200,13 @@ class NodeForm(forms.Form):
             if name not in cleaned:
                 continue
             value = cleaned[name]
-            if key in self.json_keys:
+            if key in self.flex_keys and isinstance(value, str):
+                # A JSON object or list is taken as structured config; anything else is template text.
+                with contextlib.suppress(json.JSONDecodeError):
+                    parsed = json.loads(value)
+                    if isinstance(parsed, dict | list):
+                        value = parsed
+            elif key in self.json_keys:
                 if value in ("", None):
                     continue
                 try:
@@ -220,20 +236,35 @@ class NodeForm(forms.Form):
     def node_document(self, base: dict[str, Any]) -> dict[str, Any]:
         """``base`` (the node's current definition) updated with the cleaned values."""
         data = self.cleaned_data
-        node = dict(base)
-        node["config"] = data["config"]
-        node["name"] = data.get("name") or ""
-        node["on_error"] = data.get("on_error") or OnError.FAIL
-        retry = {}
+        retry: dict[str, Any] = {}
         if data.get("max_attempts"):
             retry["max_attempts"] = data["max_attempts"]
         if data.get("backoff"):
             retry["backoff"] = data["backoff"]
         if data.get("initial_delay") is not None:
             retry["initial_delay"] = data["initial_delay"]
-        node["retry"] = retry
-        node["timeout"] = data.get("timeout")
-        return {k: v for k, v in node.items() if v not in (None, "", {}) or k == "config"}
+        node = dict(base)
+        node.update(
+            config=data["config"],
+            name=data.get("name") or "",
+            on_error=data.get("on_error") or OnError.FAIL,
+            retry={**(base.get("retry") or {}), **retry} if retry else {},
+            timeout=data.get("timeout"),
+        )
+        return node
+
+    def add_service_errors(self, messages_by_key: dict[str, list[str]]) -> None:
+        """Pin a service ValidationError (keys like ``nodes.<id>.config.url``) on the matching fields."""
+        for key, msgs in messages_by_key.items():
+            parts = key.split(".")
+            field = None
+            if "config" in parts and parts.index("config") + 1 < len(parts):
+                field = self.PREFIX + parts[parts.index("config") + 1]
+            elif parts[-1] in {"name", "timeout", "on_error"}:
+                field = parts[-1]
+            elif parts[-1] == "retry" or "retry" in parts:
+                field = "max_attempts"
+            self.add_error(field if field in self.fields else None, msgs)
 
 
 def _match_enum(value: str, options: list[Any]) -> Any:

@@ -75,14 +75,6 @@ class WorkflowMixin(LoginRequiredMixin):
     def definition(self) -> dict[str, Any]:
         return services.workflow_definition(workflow=self.workflow)
 
-    def save_definition(self, definition: dict[str, Any]) -> bool:
-        try:
-            services.workflow_update(workflow=self.workflow, user=self.request.user, definition=definition)
-        except ValidationError as exc:
-            messages.error(self.request, f"Not saved: {error_text(exc)}")
-            return False
-        return True
-
 
 # --- dashboard --------------------------------------------------------------------------------------
 def runs_chart(runs_qs, days: int = 7) -> dict[str, Any]:
@@ -412,17 +404,22 @@ class NodeEditView(WorkflowMixin, View):
 
     def post(self, request, pk: int, node_id: str):
         self.require(Action.EDIT)
-        definition, node, node_type = self.resolve(node_id)
+        _definition, node, node_type = self.resolve(node_id)
         form = NodeForm(request.POST, node_type=node_type, node=node)
         if not form.is_valid():
             return self.render_form(node_id, node, node_type, form, status=400)
         updated = form.node_document(node or {"id": node_id, "type": node_type.name})
-        nodes = definition.setdefault("nodes", [])
-        if node is None:
-            nodes.append(updated)
-        else:
-            nodes[nodes.index(node)] = updated
-        if not self.save_definition(definition):
+        try:
+            if node is None:
+                services.workflow_node_add(workflow=self.workflow, user=request.user, node=updated)
+            else:
+                changes = {k: v for k, v in updated.items() if k not in {"id", "type"}}
+                services.workflow_node_update(workflow=self.workflow, user=request.user, node_id=node_id, **changes)
+        except ValidationError as exc:
+            if hasattr(exc, "error_dict"):
+                form.add_service_errors(exc.message_dict)
+            else:
+                form.add_error(None, exc.messages)
             return self.render_form(node_id, node, node_type, form, status=400)
         messages.success(request, f"Node “{node_id}” saved.")
         return redirect(self.detail_url("diagram"))
@@ -447,16 +444,11 @@ class NodeAddView(WorkflowMixin, View):
 class NodeDeleteView(WorkflowMixin, View):
     def post(self, request, pk: int, node_id: str):
         self.require(Action.EDIT)
-        definition = self.definition()
-        before = len(definition.get("nodes", []))
-        definition["nodes"] = [n for n in definition.get("nodes", []) if n.get("id") != node_id]
-        if len(definition["nodes"]) == before:
-            raise Http404("No such node")
-        definition["edges"] = [
-            e for e in definition.get("edges", []) if node_id not in (e.get("source"), e.get("target"))
-        ]
-        if self.save_definition(definition):
-            messages.success(request, f"Node “{node_id}” and its connections removed.")
+        try:
+            services.workflow_node_remove(workflow=self.workflow, user=request.user, node_id=node_id)
+        except ValidationError as exc:
+            raise Http404(error_text(exc)) from exc
+        messages.success(request, f"Node “{node_id}” and its connections removed.")
         return redirect(self.detail_url("diagram"))
 
 
@@ -468,32 +460,34 @@ class EdgeAddView(WorkflowMixin, View):
         if not form.is_valid():
             messages.error(request, "Not connected: " + " ".join(e for errs in form.errors.values() for e in errs))
             return redirect(self.detail_url("connect"))
-        edge = {"source": form.cleaned_data["source"], "target": form.cleaned_data["target"]}
-        if form.cleaned_data["branch"]:
-            edge["branch"] = form.cleaned_data["branch"]
-        key = (edge["source"], edge["target"], edge.get("branch", ""))
-        edges = definition.setdefault("edges", [])
-        if any((e.get("source"), e.get("target"), e.get("branch") or "") == key for e in edges):
+        source, target, branch = (form.cleaned_data[k] for k in ("source", "target", "branch"))
+        key = (source, target, branch or "")
+        if any((e.get("source"), e.get("target"), e.get("branch") or "") == key for e in definition.get("edges", [])):
             messages.info(request, "Those nodes are already connected.")
+            return redirect(self.detail_url("diagram"))
+        try:
+            services.workflow_edge_add(
+                workflow=self.workflow, user=request.user, source=source, target=target, branch=branch or None
+            )
+        except ValidationError as exc:
+            messages.error(request, f"Not connected: {error_text(exc)}")
         else:
-            edges.append(edge)
-            if self.save_definition(definition):
-                messages.success(request, f"Connected {edge['source']} → {edge['target']}.")
+            messages.success(request, f"Connected {source} → {target}" + (f" [{branch}]." if branch else "."))
         return redirect(self.detail_url("diagram"))
 
 
 class EdgeDeleteView(WorkflowMixin, View):
     def post(self, request, pk: int):
         self.require(Action.EDIT)
-        definition = self.definition()
-        key = (request.POST.get("source"), request.POST.get("target"), request.POST.get("branch", ""))
-        edges = definition.get("edges", [])
-        kept = [e for e in edges if (e.get("source"), e.get("target"), e.get("branch") or "") != key]
-        if len(kept) == len(edges):
-            raise Http404("No such connection")
-        definition["edges"] = kept
-        if self.save_definition(definition):
-            messages.success(request, f"Removed {key[0]} → {key[1]}.")
+        source, target = request.POST.get("source", ""), request.POST.get("target", "")
+        branch = request.POST.get("branch") or None
+        try:
+            services.workflow_edge_remove(
+                workflow=self.workflow, user=request.user, source=source, target=target, branch=branch
+            )
+        except ValidationError as exc:
+            raise Http404(error_text(exc)) from exc
+        messages.success(request, f"Removed {source} → {target}.")
         return redirect(self.detail_url("diagram"))
 
 
