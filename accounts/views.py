@@ -63,7 +63,7 @@ class SignUpView(FormView):
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not settings.SIGNUP_ENABLED:
-            raise Http404("Sign-up is turned off on this server.")
+            return render(request, "registration/signup_closed.html", status=404)
         if request.user.is_authenticated:
             return redirect(home_url())
         return super().dispatch(request, *args, **kwargs)
