@@ -196,7 +196,13 @@ def test_database_test_connects_and_selects_one(settings, workspace, user, tmp_p
 
 def test_llm_test_says_when_the_llm_helper_is_missing(workspace, user):
     credential = credential_create(
-        workspace=workspace, user=user, name="llm", kind=CredentialKind.LLM, provider="openai", secret=SECRET
+        workspace=workspace,
+        user=user,
+        name="llm",
+        kind=CredentialKind.LLM,
+        provider="openai_compatible",
+        base_url="http://127.0.0.1:9/v1",  # nothing listens there: the test fails fast, and says so
+        secret=SECRET,
     )
     credential_test(credential=credential, user=user)
     credential.refresh_from_db()
@@ -205,7 +211,8 @@ def test_llm_test_says_when_the_llm_helper_is_missing(workspace, user):
     except ImportError:
         assert credential.last_test_ok is False and "not available yet" in credential.last_test_message
     else:
-        assert credential.last_tested_at is not None
+        assert credential.last_tested_at is not None and credential.last_test_ok is False
+        assert credential.last_test_message
     assert SECRET not in credential.last_test_message
 
 
