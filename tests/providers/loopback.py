@@ -2,7 +2,8 @@
 
 Routes: ``/echo`` (any method: what arrived, minus credentials), ``/whoami`` (echoes the
 Authorization header, to prove outputs scrub it), ``/status/<code>``, ``/redirect?to=<url>``,
-``/json``, ``/text``, ``/big?bytes=N[&length=0]``, ``/hang`` (holds the response until released).
+``/json``, ``/text``, ``/big?bytes=N[&length=0]``, ``/hang`` (holds the response until released),
+``/flaky?key=K&fail=N`` (503 for the first N requests of K, then 200).
 Every request is recorded in ``server.requests`` with its headers, so tests check what was sent.
 """
 
@@ -31,6 +32,8 @@ class LoopbackServer:
     requests: list[Recorded] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     hanging: threading.Event = field(default_factory=threading.Event)
+    counts: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def port(self) -> int:
@@ -117,6 +120,15 @@ class Handler(BaseHTTPRequestHandler):
                     sent += len(piece)
             except (BrokenPipeError, ConnectionResetError):
                 pass
+        elif route == "/flaky":  # fails with 503 the first ``fail`` times a ``key`` is asked for
+            key = query.get("key", [""])[0]
+            with self.box.lock:
+                self.box.counts[key] = self.box.counts.get(key, 0) + 1
+                count = self.box.counts[key]
+            if count <= int(query.get("fail", ["1"])[0]):
+                self._json(503, {"attempt": count})
+            else:
+                self._json(200, {"attempt": count})
         elif route == "/hang":
             self.box.hanging.set()
             self.box.release.wait(30)
