@@ -10,6 +10,7 @@ Every request is recorded in ``server.requests`` with its headers, so tests chec
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
@@ -39,8 +40,8 @@ class LoopbackServer:
     def port(self) -> int:
         return self.httpd.server_address[1]
 
-    def url(self, path: str = "/", host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
+    def url(self, path: str = "/", host: str = "127.0.0.1", scheme: str = "http") -> str:
+        return f"{scheme}://{host}:{self.port}{path}"
 
     def last(self) -> Recorded:
         return self.requests[-1]
@@ -150,9 +151,11 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 
 
-def start_server(host: str = "127.0.0.1") -> LoopbackServer:
+def start_server(host: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None) -> LoopbackServer:
     httpd = ThreadingHTTPServer((host, 0), Handler)
     httpd.daemon_threads = True
+    if ssl_context is not None:
+        httpd.socket = ssl_context.wrap_socket(httpd.socket, server_side=True)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     box = LoopbackServer(httpd=httpd, thread=thread)
     httpd.box = box  # type: ignore[attr-defined]

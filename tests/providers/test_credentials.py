@@ -268,3 +268,37 @@ def test_admin_test_action(admin_client, workspace, user, settings, http_server)
     assert "HTTP 200 OK" in response.content.decode()
     credential.refresh_from_db()
     assert credential.last_test_ok is True
+
+
+# -- API and pages never show the secret ------------------------------------------------------------
+def test_api_and_pages_show_only_the_mask(api_client, client, user, workspace, caplog):
+    caplog.set_level(logging.DEBUG)
+    created = api_client.post(
+        "/api/v1/credentials/",
+        {"workspace": workspace.pk, "name": "via-api", "kind": "http_bearer", "secret": SECRET},
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+    credential = Credential.objects.get(name="via-api")
+    assert credential_secret(credential) == SECRET
+    responses = [
+        created,
+        api_client.get("/api/v1/credentials/"),
+        api_client.get(f"/api/v1/credentials/{credential.pk}/"),
+        api_client.patch(f"/api/v1/credentials/{credential.pk}/", {"default_model": "m"}, format="json"),
+    ]
+    duplicate = api_client.post(
+        "/api/v1/credentials/",
+        {"workspace": workspace.pk, "name": "via-api", "kind": "http_bearer", "secret": SECRET},
+        format="json",
+    )
+    assert duplicate.status_code == 400 and "name" in duplicate.content.decode()
+    client.force_login(user)
+    responses += [client.get(reverse("credential_list")), client.get(reverse("credential_edit", args=[credential.pk]))]
+    for response in [*responses, duplicate]:
+        assert response.status_code in (200, 201, 400)
+        assert SECRET not in response.content.decode()
+    assert credential.secret_mask in responses[1].content.decode()
+    credential.refresh_from_db()
+    assert credential_secret(credential) == SECRET  # the PATCH without a secret kept it
+    assert SECRET not in caplog.text

@@ -186,3 +186,65 @@ def test_unresolvable_host_is_a_connect_error(settings):
     settings.SSRF_ALLOWLIST = []
     with guarded_client(timeout=5) as client, pytest.raises(httpx.ConnectError):
         client.get("http://no-such-host.invalid/")
+
+
+def _self_signed(tmp_path, name: str):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+def test_tls_keeps_sni_and_certificate_checks_on_the_name(settings, tmp_path, monkeypatch):
+    """Connecting to the checked IP must not weaken TLS: SNI and hostname verification use the URL's name."""
+    import ssl
+
+    from .loopback import start_server
+
+    cert_path, key_path = _self_signed(tmp_path, "service.test")
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert_path, key_path)
+    seen_sni: list[str | None] = []
+    server_ctx.sni_callback = lambda sock, server_name, ctx: seen_sni.append(server_name)
+    server = start_server(ssl_context=server_ctx)
+    settings.SSRF_ALLOWLIST = ["127.0.0.1"]
+    real = socket.getaddrinfo
+    monkeypatch.setattr(
+        socket, "getaddrinfo", lambda host, *a, **k: real("127.0.0.1" if host == "service.test" else host, *a, **k)
+    )
+    trust = ssl.create_default_context(cafile=str(cert_path))
+    try:
+        with guarded_client(verify=trust) as client:
+            response = client.get(server.url("/echo", host="service.test", scheme="https"))
+            assert response.status_code == 200
+            assert response.json()["headers"]["host"] == f"service.test:{server.port}"
+            assert seen_sni == ["service.test"]
+            # the same server reached by its IP: the certificate does not match, so TLS refuses
+            with pytest.raises(httpx.ConnectError, match="(?i)certificate|hostname|IP address mismatch"):
+                client.get(server.url("/echo", scheme="https"))
+    finally:
+        server.stop()
