@@ -244,7 +244,7 @@ def test_tls_keeps_sni_and_certificate_checks_on_the_name(settings, tmp_path, mo
             assert response.json()["headers"]["host"] == f"service.test:{server.port}"
             assert seen_sni == ["service.test"]
             # the same server reached by its IP: the certificate does not match, so TLS refuses
-            with pytest.raises(httpx.ConnectError, match="(?i)certificate|hostname|IP address mismatch"):
+            with pytest.raises(httpx.ConnectError, match=r"(?i)certificate|hostname|IP address mismatch"):
                 client.get(server.url("/echo", scheme="https"))
     finally:
         server.stop()
