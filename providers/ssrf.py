@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
+import ssl
 import threading
 import typing
 import urllib.parse
@@ -303,16 +304,36 @@ class GuardedNetworkBackend(httpcore.SyncBackend):
                 sock.shutdown(socket.SHUT_RDWR)
 
 
+_default_context: ssl.SSLContext | None = None
+_context_lock = threading.Lock()
+
+
+def _ssl_context(verify: bool | ssl.SSLContext) -> ssl.SSLContext:
+    """Loading the CA bundle costs tens of milliseconds, so the verifying context is built once and shared."""
+    global _default_context
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    if verify is False:
+        return httpx.create_ssl_context(verify=False, trust_env=False)
+    with _context_lock:
+        if _default_context is None:
+            _default_context = httpx.create_ssl_context(verify=True, trust_env=False)
+        return _default_context
+
+
 class GuardedTransport(httpx.HTTPTransport):
     """An ``httpx.HTTPTransport`` whose connections go through :class:`GuardedNetworkBackend`."""
 
-    def __init__(self, *, verify: bool = True, allowlist: Allowlist | None = None, **kwargs: typing.Any):
-        super().__init__(verify=verify, trust_env=False, **kwargs)
+    def __init__(
+        self, *, verify: bool | ssl.SSLContext = True, allowlist: Allowlist | None = None, **kwargs: typing.Any
+    ):
+        # The parent's pool is replaced below, so it gets a cheap unverified context it never uses.
+        super().__init__(verify=False, trust_env=False, **kwargs)
         self.backend = GuardedNetworkBackend(allowlist)
         limits = kwargs.get("limits", httpx.Limits(max_connections=10, max_keepalive_connections=5))
         # httpx builds its pool without a way to pass a network backend; rebuild it with ours.
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            ssl_context=_ssl_context(verify),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
