@@ -192,7 +192,12 @@ def current_allowlist() -> Allowlist:
 
 
 def resolve_checked(host: str, port: int, *, allowlist: Allowlist | None = None) -> str:
-    """Resolve ``host`` once and return the one address to connect to, or raise :class:`BlockedDestination`.
+    """Resolve ``host`` once and return the address to connect to, or raise :class:`BlockedDestination`."""
+    return resolve_checked_all(host, port, allowlist=allowlist)[0]
+
+
+def resolve_checked_all(host: str, port: int, *, allowlist: Allowlist | None = None) -> list[str]:
+    """Resolve ``host`` once; return every address it has, all checked, in resolver order.
 
     Every address the name resolves to must pass, so a name that answers with one public and one
     private address is refused rather than left to chance.
@@ -205,11 +210,11 @@ def resolve_checked(host: str, port: int, *, allowlist: Allowlist | None = None)
     literal = ip_literal(name)
     if literal is not None:
         if host_allowed or allowlist.allows_ip(literal):
-            return str(literal)
+            return [str(literal)]
         reason = blocked_reason(literal)
         if reason:
             raise BlockedDestination(host, reason)
-        return str(literal)
+        return [str(literal)]
     if not host_allowed and (name in METADATA_HOSTS or name.endswith(".metadata.google.internal")):
         raise BlockedDestination(host, "cloud metadata host")
     try:
@@ -224,14 +229,14 @@ def resolve_checked(host: str, port: int, *, allowlist: Allowlist | None = None)
     if not addresses:
         raise httpcore.ConnectError(f"Host {host!r} has no address")
     if host_allowed:
-        return str(addresses[0])
+        return [str(ip) for ip in addresses]
     for ip in addresses:
         if allowlist.allows_ip(ip):
             continue
         reason = blocked_reason(ip)
         if reason:
             raise BlockedDestination(host, f"resolves to {ip}, a {reason}")
-    return str(addresses[0])
+    return [str(ip) for ip in addresses]
 
 
 def check_url(url: str, *, allowlist: Allowlist | None = None) -> None:
@@ -284,8 +289,17 @@ class GuardedNetworkBackend(httpcore.SyncBackend):
     ) -> httpcore.NetworkStream:
         if self.aborted:
             raise httpcore.ConnectError("Request aborted")
-        address = resolve_checked(host, port, allowlist=self.allowlist or current_allowlist())
-        stream = super().connect_tcp(address, port, timeout, local_address, socket_options)
+        addresses = resolve_checked_all(host, port, allowlist=self.allowlist or current_allowlist())
+        # Try each checked address in turn (an IPv6 answer may be unreachable while IPv4 works).
+        stream: httpcore.NetworkStream | None = None
+        for index, address in enumerate(addresses):
+            try:
+                stream = super().connect_tcp(address, port, timeout, local_address, socket_options)
+                break
+            except (httpcore.ConnectError, httpcore.ConnectTimeout):
+                if index == len(addresses) - 1 or self.aborted:
+                    raise
+        assert stream is not None
         sock = stream.get_extra_info("socket")
         if sock is not None:
             with self._lock:

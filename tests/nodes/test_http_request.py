@@ -94,6 +94,13 @@ def test_json_body(node, http_server):
 
 
 @pytest.mark.usefixtures("allow_loopback")
+def test_body_without_a_type_is_json(node, http_server):
+    output = run(node, {"method": "POST", "url": http_server.url("/echo"), "body": {"n": "{{ inputs.n }}"}})
+    assert json.loads(output["json"]["body"]) == {"n": 3}
+    assert node.validate_config({"url": "http://x", "body": {"a": 1}})[0].path == "config.body_type"  # GET
+
+
+@pytest.mark.usefixtures("allow_loopback")
 def test_form_body(node, http_server):
     config = {
         "method": "POST",

@@ -248,3 +248,21 @@ def test_tls_keeps_sni_and_certificate_checks_on_the_name(settings, tmp_path, mo
                 client.get(server.url("/echo", scheme="https"))
     finally:
         server.stop()
+
+
+def test_every_checked_address_is_tried_in_turn(settings, http_server, monkeypatch):
+    """A name with an unreachable first answer still connects, and only to addresses that were checked."""
+    settings.SSRF_ALLOWLIST = ["127.0.0.1", "::1"]
+    real = socket.getaddrinfo
+
+    def two_answers(host, port, *args, **kwargs):
+        if host == "dual.test":
+            return real("::1", port, *args, **kwargs) + real("127.0.0.1", port, *args, **kwargs)
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_answers)
+    with guarded_client(timeout=5) as client:
+        assert client.get(f"http://dual.test:{http_server.port}/echo").status_code == 200
+    settings.SSRF_ALLOWLIST = ["127.0.0.1"]  # now ::1 is not allowed: the whole name is refused
+    with guarded_client(timeout=5) as client, pytest.raises(BlockedDestination, match="loopback"):
+        client.get(f"http://dual.test:{http_server.port}/echo")

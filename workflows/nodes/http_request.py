@@ -97,7 +97,10 @@ class HttpRequestNode(NodeType):
             "url": {"type": "string", "minLength": 1, "description": "Template allowed."},
             "query": {"type": ["object", "string"], "description": "Query parameters (values are templates)."},
             "headers": {"type": ["object", "string"], "additionalProperties": {"type": "string"}},
-            "body_type": {"enum": ["none", "json", "form", "raw"], "default": "none"},
+            "body_type": {
+                "enum": ["none", "json", "form", "raw"],
+                "description": "Defaults to json when a body is given, else none.",
+            },
             "body": {"description": "JSON value, form object or raw text; templates allowed."},
             "content_type": {"type": "string", "description": "Content-Type for a raw body."},
             "credential": {"type": ["string", "integer"], "description": "Credential name or id for auth."},
@@ -117,16 +120,18 @@ class HttpRequestNode(NodeType):
             problem = templating.check_syntax(value)
             if problem:
                 errors.append(ConfigError(path, f"Template error: {problem}"))
-        body_type = config.get("body_type", "none")
         body = config.get("body")
+        body_type = _body_type(config)
         if body_type == "none" and body not in (None, "", {}):
             errors.append(ConfigError("config.body_type", "Pick a body type (json, form or raw) to send a body."))
         if body_type == "form" and body is not None and not isinstance(body, dict | str):
             errors.append(ConfigError("config.body", "A form body is an object of fields."))
         if body_type == "raw" and body is not None and not isinstance(body, str):
             errors.append(ConfigError("config.body", "A raw body is text."))
-        if config.get("method") in ("GET", "HEAD") and body_type != "none":
-            errors.append(ConfigError("config.body_type", f"{config['method']} requests do not send a body."))
+        if config.get("method", "GET") in ("GET", "HEAD") and body_type != "none":
+            errors.append(
+                ConfigError("config.body_type", f"{config.get('method', 'GET')} requests do not send a body.")
+            )
         url = config.get("url", "")
         if isinstance(url, str) and "{" not in url and not url.lower().startswith(("http://", "https://")):
             errors.append(ConfigError("config.url", "Use an http:// or https:// URL."))
@@ -147,7 +152,7 @@ class HttpRequestNode(NodeType):
             str(k): _as_text(v, f"headers.{k}")
             for k, v in _as_mapping(ctx.render(config.get("headers") or {}), "headers").items()
         }
-        body_type = config.get("body_type") or "none"
+        body_type = _body_type(config)
         request_kwargs: dict[str, Any] = {}
         if body_type != "none" and method not in ("GET", "HEAD"):
             body = ctx.render(config.get("body"))
@@ -263,6 +268,12 @@ class HttpRequestNode(NodeType):
 
 
 # -- helpers -------------------------------------------------------------------------------------
+def _body_type(config: dict[str, Any]) -> str:
+    if config.get("body_type"):
+        return str(config["body_type"])
+    return "json" if config.get("body") not in (None, "") else "none"
+
+
 def _template_strings(value: Any, path: str) -> list[tuple[str, str]]:
     if isinstance(value, str):
         return [(path, value)] if "{" in value else []
