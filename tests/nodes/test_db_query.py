@@ -333,8 +333,15 @@ def test_the_app_database_is_refused_unless_allowed(node, workspace, user):
     )
     with pytest.raises(NodeError, match="Graphwright's own database"):
         node.execute(make_ctx({"credential": "self", "sql": "SELECT 1 AS one"}, workspace))
-    credential.extra = {"allow_app_database": True}
-    credential.save()
+    from django.core.exceptions import ValidationError
+
+    from providers.credentials import credential_update
+
+    with pytest.raises(ValidationError, match="Only an administrator"):
+        credential_update(credential=credential, user=user, extra={"allow_app_database": True})
+    user.is_staff = True
+    user.save()
+    credential_update(credential=credential, user=user, extra={"allow_app_database": True})
     assert node.execute(make_ctx({"credential": "self", "sql": "SELECT 1 AS one"}, workspace))["rows"] == [{"one": 1}]
 
 
