@@ -181,10 +181,18 @@ class Allowlist:
         return name in self.hosts or any(name.endswith(suffix) for suffix in self.suffixes)
 
     def allows_ip(self, ip: IPAddress) -> bool:
+        """Whether a listed network holds ``ip``. Metadata addresses need an exact entry: a broad
+        ``0.0.0.0/0`` or ``169.254.0.0/16`` opens internal services, never the instance's credentials."""
         candidates = [ip]
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             candidates.append(ip.ipv4_mapped)
-        return any(c.version == net.version and c in net for c in candidates for net in self.networks)
+        return any(
+            c.version == net.version
+            and c in net
+            and (c not in METADATA_ADDRESSES or net.prefixlen == net.max_prefixlen)
+            for c in candidates
+            for net in self.networks
+        )
 
 
 def current_allowlist() -> Allowlist:

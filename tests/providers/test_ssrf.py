@@ -127,6 +127,10 @@ def test_allowlist_hosts_ips_and_networks(settings):
     assert allow.allows_host("internal.example.")
     assert allow.allows_host("api.corp.test")
     assert not allow.allows_host("corp.test.evil.com")
+    broad = Allowlist(["0.0.0.0/0", "169.254.0.0/16"])
+    assert broad.allows_ip(ipaddress.ip_address("10.1.1.1"))
+    assert not broad.allows_ip(ipaddress.ip_address("169.254.169.254"))  # metadata needs an exact entry
+    assert Allowlist(["169.254.169.254"]).allows_ip(ipaddress.ip_address("169.254.169.254"))
     settings.SSRF_ALLOWLIST = ["127.0.0.1"]
     assert resolve_checked("2130706433", 80) == "127.0.0.1"
     assert resolve_checked("localhost", 80) == "127.0.0.1"
