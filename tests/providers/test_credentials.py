@@ -268,6 +268,24 @@ def test_admin_test_action(admin_client, workspace, user, settings, http_server)
     assert "HTTP 200 OK" in response.content.decode()
     credential.refresh_from_db()
     assert credential.last_test_ok is True
+    # the change page has its own "Save and test" button
+    change_url = reverse("admin:providers_credential_change", args=[credential.pk])
+    page = admin_client.get(change_url).content.decode()
+    assert 'name="_test"' in page
+    form = {
+        "workspace": workspace.pk,
+        "name": "api",
+        "kind": CredentialKind.HTTP_BEARER,
+        "base_url": http_server.url("/status/403"),
+        "extra": "{}",
+        "is_active": "on",
+        "secret": "",
+        "_test": "1",
+    }
+    response = admin_client.post(change_url, form, follow=True)
+    assert "HTTP 403" in response.content.decode()
+    credential.refresh_from_db()
+    assert credential.last_test_ok is False and credential.base_url.endswith("/status/403")
 
 
 # -- API and pages never show the secret ------------------------------------------------------------
