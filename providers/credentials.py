@@ -153,7 +153,7 @@ def credential_create(
     """Create a credential; its secret is encrypted before it reaches the database."""
     _check(user, workspace, check_permission)
     name = (name or "").strip()
-    extra = dict(extra or {})
+    extra = dict(extra) if isinstance(extra, dict) else ({} if extra is None else extra)
     credential_validate(
         workspace=workspace, name=name, kind=kind, provider=provider, base_url=base_url, extra=extra, secret=secret
     )
@@ -202,7 +202,7 @@ def credential_update(
     values = {key: getattr(credential, key) for key in EDITABLE_FIELDS}
     values.update(fields)
     values["name"] = (values["name"] or "").strip()
-    values["extra"] = dict(values["extra"] or {})
+    values["extra"] = dict(values["extra"]) if isinstance(values["extra"], dict) else values["extra"] or {}
     credential_validate(
         workspace=credential.workspace_id,
         name=values["name"],

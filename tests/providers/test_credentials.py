@@ -65,6 +65,7 @@ def test_names_are_unique_per_workspace(workspace, user, other_user):
         (CredentialKind.LLM, {"provider": "openai"}, "secret"),
         ("nope", {"secret": "x"}, "kind"),
         (CredentialKind.HTTP_BEARER, {"secret": "x", "base_url": "ftp://x"}, "base_url"),
+        (CredentialKind.HTTP_BEARER, {"secret": "x", "extra": ["not", "an", "object"]}, "extra"),
     ],
 )
 def test_bad_input_gets_field_errors(workspace, user, kind, kwargs, field):

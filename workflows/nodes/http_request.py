@@ -165,7 +165,7 @@ class HttpRequestNode(NodeType):
                 headers.setdefault("Content-Type", config.get("content_type") or "text/plain; charset=utf-8")
 
         secrets: list[str] = []
-        sensitive = set()
+        sensitive: set[str] = set()
         credential_ref = config.get("credential")
         if credential_ref not in (None, ""):
             try:
@@ -212,12 +212,21 @@ class HttpRequestNode(NodeType):
             raise NodeError(f"Invalid URL or query: {exc}", retryable=False) from exc
         started = time.monotonic()
         transport = GuardedTransport()
+        origin = (request_url.scheme, request_url.host, request_url.port)
+
+        def strip_credentials_off_origin(request: httpx.Request) -> None:
+            # httpx drops Authorization on a cross-origin redirect, but not a custom credential header.
+            if (request.url.scheme, request.url.host, request.url.port) != origin:
+                for name in sensitive:
+                    request.headers.pop(name, None)
+
         client = httpx.Client(
             transport=transport,
             timeout=timeout,
             follow_redirects=follow,
             max_redirects=int(config.get("max_redirects", 5)),
             trust_env=False,
+            event_hooks={"request": [strip_credentials_off_origin]},
         )
         try:
             with watch_cancel(ctx, transport.backend.abort) as watch:
