@@ -111,7 +111,7 @@ def test_429_gives_up_after_the_last_attempt(provider, fake):
 def test_401_is_not_retried(provider, fake):
     fake.fail(401)
     model = model_for(provider, fake)
-    with pytest.raises(Exception):  # noqa: B017 - each SDK raises its own type
+    with pytest.raises(Exception):  # each SDK raises its own type
         call_with_retry(lambda: model.invoke("Hi"), attempts=3, base_delay=0.01)
     assert len(fake.chat_requests()) == 1
 

@@ -100,6 +100,12 @@ def resolve_llm(ctx: NodeContext, config: dict[str, Any]):
             raise NodeError(f"Credential {ref!r}: {message}", retryable=False) from exc
         if credential is None:
             raise NodeError(f"Credential {ref!r} not found in this workspace.", retryable=False)
+        try:
+            from providers.credentials import credential_mark_used
+
+            credential_mark_used(credential=credential, run_id=ctx.run_id, node_id=ctx.node_id)
+        except ImportError:
+            pass
     try:
         return resolve_provider(
             provider=config.get("provider") or "", credential=credential, model=config.get("model") or ""
