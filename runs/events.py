@@ -3,9 +3,30 @@
 Groups (issue 6's consumers listen on them):
 - ``run_group(run_id)``: every event of one run, message ``{"type": "run.event", "event": {...}}``.
 - ``workspace_group(workspace_id)``: run status changes, message ``{"type": "run.status", "run": {...}}``.
+
+This module is the one place that changes a Run or NodeRun status: :func:`transition_run` and
+:func:`transition_node` check the transition table and write the new status and its RunEvent in one
+transaction with the run row locked. ``seq`` comes from ``Run.event_seq``, incremented by an
+``UPDATE … RETURNING`` that also takes the row lock, so numbers are unique and gap-free per run.
 """
 
 from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.db import connection, transaction
+from django.utils import timezone
+
+from .choices import NODE_FINAL, NODE_TRANSITIONS, RUN_FINAL, RUN_TRANSITIONS, IllegalTransition, NodeRunStatus
+from .models import NodeRun, Run, RunEvent
+
+logger = logging.getLogger(__name__)
+
+# Outputs larger than this are left out of node.succeeded events (the NodeRun row has them).
+EVENT_OUTPUT_MAX_BYTES = 4096
 
 
 def run_group(run_id: int) -> str:
@@ -14,3 +35,187 @@ def run_group(run_id: int) -> str:
 
 def workspace_group(workspace_id: int) -> str:
     return f"workspace-{workspace_id}"
+
+
+class RunFinished(IllegalTransition):
+    """A node transition was refused because its run already ended (cancelled, failed, succeeded)."""
+
+    def __init__(self, run_status: str, new: str):
+        super().__init__("node", f"run {run_status}", new)
+        self.run_status = run_status
+
+
+# -- pushing ----------------------------------------------------------------------------------------
+def _push(messages: list[tuple[str, dict[str, Any]]]) -> None:
+    """Send messages to channel-layer groups. A broken layer is logged, never raised into a run."""
+    try:
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        send = async_to_sync(layer.group_send)
+        for group, message in messages:
+            send(group, message)
+    except Exception:
+        logger.warning("Could not push run events to the channel layer", exc_info=True)
+
+
+def run_status_message(run: Run) -> dict[str, Any]:
+    return {
+        "type": "run.status",
+        "run": {
+            "id": run.pk,
+            "workflow_id": run.workflow_id,
+            "status": run.status,
+            "trigger": run.trigger,
+            "error": run.error,
+            "parent_id": run.parent_id,
+            "created_at": run.created_at.isoformat() if run.created_at else None,
+            "started_at": run.started_at.isoformat() if run.started_at else None,
+            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        },
+    }
+
+
+def _schedule_push(event: RunEvent, status_run: Run | None = None) -> None:
+    messages = [(run_group(event.run_id), {"type": "run.event", "event": event.as_message()})]
+    if status_run is not None:
+        messages.append((workspace_group(status_run.workspace_id), run_status_message(status_run)))
+    transaction.on_commit(lambda: _push(messages))
+
+
+# -- numbering --------------------------------------------------------------------------------------
+def _allocate_seq(run_id: int) -> tuple[int, str]:
+    """Lock the run row and allocate the next event number. Returns ``(seq, run status)``."""
+    table = connection.ops.quote_name(Run._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET event_seq = event_seq + 1 WHERE id = %s RETURNING event_seq, status",  # noqa: S608
+            [run_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise Run.DoesNotExist(f"Run {run_id} does not exist.")
+    return row[0], row[1]
+
+
+def emit(
+    run_id: int, event_type: str, data: dict[str, Any] | None = None, *, status_run: Run | None = None
+) -> RunEvent:
+    """Store one event (``node.log``, ``llm.token``, …) with the next seq and push it after commit.
+    ``status_run`` also pushes that run's status to its workspace group."""
+    with transaction.atomic():
+        seq, _ = _allocate_seq(run_id)
+        event = RunEvent.objects.create(run_id=run_id, seq=seq, type=event_type, data=data or {})
+        _schedule_push(event, status_run=status_run)
+    return event
+
+
+# -- run transitions --------------------------------------------------------------------------------
+def transition_run(
+    run: Run, new: str, *, data: dict[str, Any] | None = None, event_type: str | None = None, **fields: Any
+) -> Run:
+    """Move ``run`` to ``new`` (checking the table under the row lock), save ``fields`` and emit
+    ``run.<new>``. Updates and returns ``run``. Raises :class:`IllegalTransition`."""
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().get(pk=run.pk)
+        if new not in RUN_TRANSITIONS[locked.status]:
+            run.status = locked.status
+            raise IllegalTransition("run", locked.status, new)
+        now = timezone.now()
+        locked.status = new
+        if new == "running" and locked.started_at is None:
+            locked.started_at = now
+        if new in RUN_FINAL:
+            locked.finished_at = now
+            locked.lease_owner = ""
+            locked.lease_expires_at = None
+        for name, value in fields.items():
+            setattr(locked, name, value)
+        locked.save()
+        seq, _ = _allocate_seq(locked.pk)
+        locked.event_seq = seq
+        payload = {"status": new, **(data or {})}
+        if locked.error and new in RUN_FINAL and "error" not in payload:
+            payload["error"] = locked.error
+        if event_type is None:
+            event_type = "run.started" if new == "running" else f"run.{new}"
+            if new == "running" and payload.get("resumed"):
+                event_type = "run.resumed"
+        event = RunEvent.objects.create(run_id=locked.pk, seq=seq, type=event_type, data=payload)
+        _schedule_push(event, status_run=locked)
+    for name in ("status", "started_at", "finished_at", "lease_owner", "lease_expires_at", "event_seq", *fields):
+        setattr(run, name, getattr(locked, name))
+    run.updated_at = locked.updated_at
+    return run
+
+
+# -- node transitions -------------------------------------------------------------------------------
+_NODE_SOURCES: dict[str, list[str]] = {
+    new: [old for old, targets in NODE_TRANSITIONS.items() if new in targets] for new in NodeRunStatus.values
+}
+_NODE_EVENT = {
+    NodeRunStatus.RUNNING: "node.started",
+    NodeRunStatus.WAITING: "node.waiting",
+    NodeRunStatus.SUCCEEDED: "node.succeeded",
+    NodeRunStatus.FAILED: "node.failed",
+    NodeRunStatus.SKIPPED: "node.skipped",
+    NodeRunStatus.CANCELLED: "node.cancelled",
+}
+
+
+def _small(value: Any) -> bool:
+    try:
+        return len(json.dumps(value, default=str)) <= EVENT_OUTPUT_MAX_BYTES
+    except (TypeError, ValueError):
+        return False
+
+
+def transition_node(
+    node_run: NodeRun,
+    new: str,
+    *,
+    data: dict[str, Any] | None = None,
+    allow_finished_run: bool = False,
+    **fields: Any,
+) -> NodeRun:
+    """Move ``node_run`` to ``new`` and emit ``node.<…>`` in one transaction under the run row lock.
+
+    A conditional UPDATE checks the table, so a concurrent writer cannot slip in between the check
+    and the write. Once the run has ended only ``cancelled`` is accepted (:class:`RunFinished`),
+    unless ``allow_finished_run`` (the rerun copying finished nodes into a new run)."""
+    now = timezone.now()
+    if new == NodeRunStatus.RUNNING:
+        fields.setdefault("started_at", now)
+    if new in NODE_FINAL or new == NodeRunStatus.WAITING:
+        fields.setdefault("finished_at", now)
+    with transaction.atomic():
+        seq, run_status = _allocate_seq(node_run.run_id)
+        if run_status in RUN_FINAL and new != NodeRunStatus.CANCELLED and not allow_finished_run:
+            raise RunFinished(run_status, new)
+        updated = NodeRun.objects.filter(pk=node_run.pk, status__in=_NODE_SOURCES[new]).update(status=new, **fields)
+        if not updated:
+            current = NodeRun.objects.filter(pk=node_run.pk).values_list("status", flat=True).first()
+            raise IllegalTransition("node", current or "missing", new)
+        payload: dict[str, Any] = {"node_id": node_run.node_id, "node_type": node_run.node_type, "status": new}
+        if "attempt" in fields:
+            payload["attempt"] = fields["attempt"]
+        if "error" in fields and fields["error"]:
+            payload["error"] = fields["error"]
+        if "branch" in fields and fields["branch"]:
+            payload["branch"] = fields["branch"]
+        if "duration_ms" in fields and fields["duration_ms"] is not None:
+            payload["duration_ms"] = round(fields["duration_ms"], 3)
+        if new in (NodeRunStatus.SUCCEEDED, NodeRunStatus.WAITING) and "output" in fields:
+            if _small(fields["output"]):
+                payload["output"] = fields["output"]
+            else:
+                payload["output_truncated"] = True
+        payload.update(data or {})
+        event = RunEvent.objects.create(run_id=node_run.run_id, seq=seq, type=_NODE_EVENT[new], data=payload)
+        _schedule_push(event)
+    node_run.status = new
+    for name, value in fields.items():
+        setattr(node_run, name, value)
+    return node_run

@@ -40,6 +40,7 @@ class Run(models.Model):
     lease_owner = models.CharField(max_length=128, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     attempt = models.PositiveIntegerField(default=0)
+    event_seq = models.PositiveIntegerField(default=0, help_text="The last RunEvent.seq allocated for this run.")
     idempotency_key = models.CharField(max_length=255, blank=True)
     request_hash = models.CharField(max_length=64, blank=True)
     callback_url = models.URLField(max_length=1000, blank=True)

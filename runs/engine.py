@@ -1,0 +1,747 @@
+"""The run engine: executes a pinned workflow version, node by node, durably.
+
+One :class:`Engine` executes one run in the calling thread. It takes the run's lease, loads the
+pinned graph and the NodeRuns already finished (a redelivered or resumed run reuses them), then
+loops: start every node whose parents are resolved (independent branches in parallel, each attempt
+in its own daemon thread, at most ``GW_MAX_PARALLEL_NODES`` at once), collect results, apply the
+node's policy (retry with backoff, timeout, on_error), skip nodes only reachable through untaken
+branches, and finish the run. All status writes happen in the engine thread through
+:mod:`runs.events`; an attempt thread only executes the node, so an abandoned attempt (timed out or
+cancelled) can never write a status.
+
+A watcher thread renews the lease (heartbeat) and polls the run's status every 0.2 s so a cancel
+stops the run at once; in-flight attempts get their ``cancel_event`` set and are abandoned.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import random
+import socket
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, connections, transaction
+from django.utils import timezone
+
+from workflows.choices import ERROR_BRANCH, OnError
+from workflows.nodes import NodeCancelled, NodeContext, NodeError, NodeResult, get_node_type
+
+from . import events
+from .choices import RUN_FINAL, IllegalTransition, NodeRunStatus, RunStatus
+from .models import NodeRun, Run
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.2
+ARTIFACT_KEY = "$artifact"
+
+
+class LeaseLost(Exception):
+    """Another worker took the run over (our lease expired): stop without writing anything."""
+
+
+# -- lifecycle helpers shared with the services -----------------------------------------------------
+def concurrency_limit(run: Run) -> int:
+    """The most runs of this run's workflow allowed to be running at once (0: unlimited)."""
+    workflow = run.workflow
+    if workflow.max_concurrent_runs:
+        return workflow.max_concurrent_runs
+    if workflow.workspace.default_max_concurrent_runs:
+        return workflow.workspace.default_max_concurrent_runs
+    return settings.GW_DEFAULT_MAX_CONCURRENT_RUNS or 0
+
+
+def enqueue(run_id: int) -> None:
+    """Hand the run to a django-q2 worker (after the current transaction commits)."""
+    from django_q.tasks import async_task
+
+    def send() -> None:
+        try:
+            async_task("runs.tasks.execute_run", run_id, task_name=f"run-{run_id}", group="runs")
+        except Exception:  # the reaper enqueues queued runs again; the row stays the source of truth
+            logger.exception("Could not enqueue run %s", run_id)
+
+    transaction.on_commit(send)
+
+
+def start_queued_runs(workflow_id: int) -> None:
+    """Enqueue the oldest queued runs of a workflow that now fit under its concurrency limit."""
+    queued = list(
+        Run.objects.filter(workflow_id=workflow_id, status=RunStatus.QUEUED, lease_owner="")
+        .order_by("id")
+        .values_list("pk", flat=True)[:20]
+    )
+    for run_id in queued:
+        enqueue(run_id)
+
+
+def after_finish(run: Run) -> None:
+    """On commit of a final status: the completion callback, and the next queued runs."""
+    if run.callback_url:
+        from .callbacks import enqueue_run_callback
+
+        run_id = run.pk
+        transaction.on_commit(lambda: enqueue_run_callback(run_id))
+    if run.workflow_id and Run.objects.filter(workflow_id=run.workflow_id, status=RunStatus.QUEUED).exists():
+        start_queued_runs(run.workflow_id)
+
+
+def finish_run(run: Run, status: str, **fields: Any) -> Run:
+    """Move a run to a final status (raises IllegalTransition if it already ended) and run the hooks."""
+    with transaction.atomic():
+        events.transition_run(run, status, **fields)
+        after_finish(run)
+    return run
+
+
+def cancel_active_children(run_id: int, node_id: str | None = None) -> None:
+    """Cancel the child runs (sub-workflows, loop bodies) still active under a run (or one node)."""
+    children = Run.objects.filter(parent_id=run_id).active()
+    if node_id:
+        children = children.filter(parent_node_id=node_id)
+    for child in children:
+        try:
+            finish_run(child, RunStatus.CANCELLED, error="The parent run stopped this run.")
+        except IllegalTransition:
+            continue
+        cancel_active_children(child.pk)
+
+
+# -- outputs --------------------------------------------------------------------------------------
+def load_output(value: Any, run_id: int | None = None) -> Any:
+    """An output as downstream nodes see it: an artifact reference is read back from its file."""
+    if isinstance(value, dict) and ARTIFACT_KEY in value:
+        from .models import Artifact
+
+        artifact = Artifact.objects.filter(pk=value[ARTIFACT_KEY].get("id")).first()
+        if artifact is not None:
+            with artifact.file.open("rb") as handle:
+                return json.loads(handle.read().decode())
+    return value
+
+
+def retry_delay(retry: dict[str, Any], attempt: int) -> float:
+    """Seconds to wait before attempt ``attempt + 1``: fixed or exponential, with ±25 % jitter, capped."""
+    initial = float(retry.get("initial_delay", retry.get("delay", 1.0)) or 0.0)
+    max_delay = float(retry.get("max_delay", 60.0) or 60.0)
+    delay = initial * (2 ** (attempt - 1)) if retry.get("backoff", "fixed") == "exponential" else initial
+    if retry.get("jitter", True) and delay > 0:
+        delay *= 1 + random.uniform(-0.25, 0.25)
+    return max(0.0, min(delay, max_delay))
+
+
+# -- the engine -----------------------------------------------------------------------------------
+@dataclass(eq=False)
+class Attempt:
+    node_id: str
+    number: int
+    ctx: NodeContext
+    started: float
+    deadline: float | None
+    abandoned: bool = False
+    thread: threading.Thread | None = None
+
+
+@dataclass
+class _NodeState:
+    status: str = "pending"  # pending | running | retry | waiting | done | skipped
+    output: Any = None
+    branch: str = ""
+    route: str = ""  # "" (normal), "continue" or "error" when the node failed under that on_error
+    retry_at: float = 0.0
+    next_attempt: int = 1
+    failures: list[str] = field(default_factory=list)
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
+
+
+class Engine:
+    """Executes one run. ``Engine(run_id).execute()`` returns the run, or None when it did nothing
+    (already finished, another worker holds the lease, or over the concurrency limit)."""
+
+    def __init__(self, run_id: int, *, bypass_limit: bool = False):
+        self.run_id = run_id
+        self.bypass_limit = bypass_limit
+        self.owner = _owner()
+        self.run: Run | None = None
+        self.results: queue.Queue = queue.Queue()
+        self.stop_watch = threading.Event()
+        self.run_stopped: str | None = None  # a final status someone else wrote (cancel)
+        self.lease_lost = False
+        self.inflight: dict[str, Attempt] = {}
+        self.state: dict[str, _NodeState] = {}
+        self.node_runs: dict[str, NodeRun] = {}
+        self.node_context: dict[str, dict[str, Any]] = {}
+
+    # -- lease ------------------------------------------------------------------------------------
+    def _lease_until(self):
+        return timezone.now() + timedelta(seconds=settings.GW_LEASE_SECONDS)
+
+    def _admitted(self, run: Run) -> bool:
+        limit = concurrency_limit(run)
+        if not limit:
+            return True
+        from workflows.models import Workflow
+
+        # Serialise admissions per workflow so two workers cannot both take the last slot.
+        list(Workflow.objects.select_for_update().filter(pk=run.workflow_id).values_list("pk", flat=True))
+        running = Run.objects.filter(workflow_id=run.workflow_id, status=RunStatus.RUNNING).count()
+        ahead = Run.objects.filter(workflow_id=run.workflow_id, status=RunStatus.QUEUED, pk__lt=run.pk).count()
+        return running + ahead < limit
+
+    def _acquire(self) -> Run | None:
+        with transaction.atomic():
+            run = (
+                Run.objects.select_for_update(of=("self",))
+                .select_related("workflow__workspace", "version")
+                .filter(pk=self.run_id)
+                .first()
+            )
+            if run is None or run.status in RUN_FINAL:
+                return None
+            now = timezone.now()
+            if run.lease_owner and run.lease_expires_at and run.lease_expires_at > now:
+                return None  # a duplicate delivery while another worker is alive
+            lease = {"lease_owner": self.owner, "lease_expires_at": self._lease_until()}
+            if run.status == RunStatus.QUEUED:
+                if not self.bypass_limit and not self._admitted(run):
+                    return None
+                events.transition_run(run, RunStatus.RUNNING, attempt=1, data={"attempt": 1}, **lease)
+            elif run.status == RunStatus.WAITING:
+                events.transition_run(run, RunStatus.RUNNING, data={"resumed": True}, **lease)
+            else:  # running with an expired lease: the worker died; recover as a new attempt
+                if run.attempt >= settings.GW_MAX_RUN_ATTEMPTS:
+                    error = (
+                        f"The run was interrupted {run.attempt} times (its worker stopped or lost its lease); "
+                        f"giving up after GW_MAX_RUN_ATTEMPTS={settings.GW_MAX_RUN_ATTEMPTS} attempts."
+                    )
+                    self._fail_interrupted_nodes(run, error)
+                    finish_run(run, RunStatus.FAILED, error=error)
+                    return None
+                run.attempt += 1
+                Run.objects.filter(pk=run.pk).update(attempt=run.attempt, **lease)
+                for name, value in lease.items():
+                    setattr(run, name, value)
+                events.emit(run.pk, "run.recovered", {"attempt": run.attempt})
+        return run
+
+    def _fail_interrupted_nodes(self, run: Run, error: str) -> None:
+        for node_run in NodeRun.objects.filter(run=run, status=NodeRunStatus.RUNNING):
+            events.transition_node(node_run, NodeRunStatus.FAILED, error=error)
+
+    def _watch(self) -> None:
+        """Heartbeat the lease and notice a cancel (or any final status written elsewhere) quickly."""
+        last_beat = time.monotonic()
+        try:
+            while not self.stop_watch.wait(POLL_SECONDS):
+                row = Run.objects.filter(pk=self.run_id).values_list("status", "lease_owner").first()
+                if row is None or row[0] in RUN_FINAL:
+                    self.run_stopped = row[0] if row else RunStatus.CANCELLED
+                    self.results.put(None)
+                    return
+                if time.monotonic() - last_beat >= settings.GW_HEARTBEAT_SECONDS:
+                    last_beat = time.monotonic()
+                    renewed = Run.objects.filter(pk=self.run_id, lease_owner=self.owner).update(
+                        lease_expires_at=self._lease_until()
+                    )
+                    if not renewed:
+                        self.lease_lost = True
+                        self.results.put(None)
+                        return
+        except Exception:
+            logger.exception("Run %s: the watcher stopped", self.run_id)
+        finally:
+            connections.close_all()
+
+    # -- entry point ------------------------------------------------------------------------------
+    def execute(self) -> Run | None:
+        run = self._acquire()
+        if run is None:
+            return None
+        self.run = run
+        watcher = threading.Thread(target=self._watch, name=f"run-{run.pk}-watch", daemon=True)
+        watcher.start()
+        try:
+            self._execute()
+        except LeaseLost:
+            self._abandon_all()
+        finally:
+            self.stop_watch.set()
+        run.refresh_from_db()
+        return run
+
+    # -- graph ------------------------------------------------------------------------------------
+    def _load_graph(self) -> None:
+        definition = self.run.version.definition or {}
+        self.definition = definition
+        self.nodes: dict[str, dict[str, Any]] = {n["id"]: n for n in definition.get("nodes", [])}
+        self.incoming: dict[str, list[tuple[str, str]]] = {node_id: [] for node_id in self.nodes}
+        self.outgoing: dict[str, list[tuple[str, str]]] = {node_id: [] for node_id in self.nodes}
+        for edge in definition.get("edges", []):
+            source, target, branch = edge["source"], edge["target"], edge.get("branch") or ""
+            if source in self.nodes and target in self.nodes:
+                self.outgoing[source].append((target, branch))
+                self.incoming[target].append((source, branch))
+        # A topological order, so one pass propagates skips down a chain.
+        order, indegree = [], {n: len(self.incoming[n]) for n in self.nodes}
+        ready = [n for n in self.nodes if indegree[n] == 0]
+        while ready:
+            node_id = ready.pop(0)
+            order.append(node_id)
+            for target, _ in self.outgoing[node_id]:
+                indegree[target] -= 1
+                if indegree[target] == 0:
+                    ready.append(target)
+        self.order = order + [n for n in self.nodes if n not in order]  # cycles end up last, never ready
+        self.sinks = [n for n in self.nodes if not self.outgoing[n]]
+
+    def _load_node_runs(self) -> None:
+        existing = {nr.node_id: nr for nr in NodeRun.objects.filter(run_id=self.run.pk)}
+        missing = [
+            NodeRun(run_id=self.run.pk, node_id=node_id, node_type=self.nodes[node_id].get("type", ""))
+            for node_id in self.order
+            if node_id not in existing
+        ]
+        if missing:
+            NodeRun.objects.bulk_create(missing)
+            existing = {nr.node_id: nr for nr in NodeRun.objects.filter(run_id=self.run.pk)}
+        self.node_runs = existing
+        for node_id in self.order:
+            node_run = existing[node_id]
+            state = _NodeState(next_attempt=node_run.attempt + 1)
+            self.state[node_id] = state
+            if node_run.status == NodeRunStatus.SUCCEEDED:
+                state.status, state.branch = "done", node_run.branch
+                state.output = load_output(node_run.output, self.run.pk)
+                self._publish(node_id)
+            elif node_run.status == NodeRunStatus.SKIPPED:
+                state.status = "skipped"
+            elif node_run.status == NodeRunStatus.FAILED:
+                on_error = self.nodes[node_id].get("on_error") or OnError.FAIL
+                if on_error == OnError.FAIL:
+                    raise _RunFailed(f"Node {node_id!r} failed: {node_run.error}")
+                state.status, state.output = "done", node_run.output
+                state.route = "error" if on_error == OnError.BRANCH else "continue"
+                state.branch = node_run.branch
+                self._publish(node_id)
+            elif node_run.status == NodeRunStatus.WAITING:
+                state.status, state.output = "waiting", node_run.output
+            elif node_run.status == NodeRunStatus.CANCELLED:
+                raise _RunFailed(f"Node {node_id!r} was cancelled.")
+
+    def _publish(self, node_id: str) -> None:
+        state, node_run = self.state[node_id], self.node_runs[node_id]
+        self.node_context[node_id] = {"output": state.output, "status": node_run.status, "branch": state.branch}
+
+    def _edge_active(self, source: str, branch: str) -> bool | None:
+        """None while the source is unresolved, else whether the edge carries the run forward."""
+        state = self.state[source]
+        if state.status == "skipped":
+            return False
+        if state.status != "done":
+            return None
+        if state.route == "error":
+            return branch == ERROR_BRANCH
+        if branch == ERROR_BRANCH:
+            return False
+        return branch == "" or branch == state.branch
+
+    # -- main loop --------------------------------------------------------------------------------
+    def _execute(self) -> None:
+        run = self.run
+        try:
+            self._load_graph()
+            if not self.nodes:
+                raise _RunFailed("The workflow has no nodes.")
+            self._load_node_runs()
+            self._base_context()
+            timeout = self.definition.get("timeout") or run.workflow.timeout or settings.GW_RUN_TIMEOUT
+            started = run.started_at or timezone.now()
+            self.run_deadline = time.monotonic() + float(timeout) - (timezone.now() - started).total_seconds()
+            self.run_timeout = float(timeout)
+            self._loop()
+        except _RunFailed as failure:
+            self._abandon_all()
+            self._finish(RunStatus.FAILED, error=str(failure))
+        except events.RunFinished:
+            self._abandon_all()
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            logger.exception("Run %s: engine error", run.pk)
+            self._abandon_all()
+            self._finish(RunStatus.FAILED, error=f"Engine error: {type(exc).__name__}: {exc}")
+
+    def _base_context(self) -> None:
+        run = self.run
+        inputs = run.inputs or {}
+        self.vars = self.definition.get("variables", self.definition.get("vars")) or run.workflow.variables or {}
+        self.run_info = {
+            "id": run.pk,
+            "attempt": run.attempt,
+            "workflow_id": run.workflow_id,
+            "workflow": run.workflow.name,
+            "trigger": run.trigger,
+            "parent_id": run.parent_id,
+            "started_at": run.started_at.isoformat() if run.started_at else None,
+        }
+        self.extra_context: dict[str, Any] = {}
+        if run.parent_id and "item" in inputs:
+            self.extra_context = {"item": inputs.get("item"), "index": inputs.get("index")}
+
+    def _check_stopped(self) -> None:
+        if self.lease_lost:
+            raise LeaseLost()
+        if self.run_stopped:
+            raise events.RunFinished(self.run_stopped, "stop")
+
+    def _loop(self) -> None:
+        max_parallel = max(1, settings.GW_MAX_PARALLEL_NODES)
+        while True:
+            self._check_stopped()
+            now = time.monotonic()
+            if now >= self.run_deadline:
+                raise _RunFailed(f"The run timed out after {self.run_timeout:g} s.")
+            self._drain(block=False)
+            self._expire_attempts()
+            self._poll_waiting()
+            # Start due retries and newly ready nodes; skip what can no longer run.
+            for node_id in self.order:
+                state = self.state[node_id]
+                if state.status == "retry" and state.retry_at <= time.monotonic() and len(self.inflight) < max_parallel:
+                    self._start(node_id)
+                elif state.status == "pending":
+                    incoming = [self._edge_active(s, b) for s, b in self.incoming[node_id]]
+                    if any(flag is None for flag in incoming):
+                        continue
+                    if incoming and not any(incoming):
+                        self._skip(node_id)
+                    elif len(self.inflight) < max_parallel:
+                        self._start(node_id)
+            if self._settled():
+                return
+            self._drain(block=True)
+
+    def _settled(self) -> bool:
+        """Finish the run (or put it to wait) when nothing more can happen in this worker."""
+        statuses = [s.status for s in self.state.values()]
+        if any(s in ("running", "retry") for s in statuses) or self.inflight:
+            return False
+        if any(s == "pending" for s in statuses):
+            # Pending with nothing running and no waiting node to unblock it: a cycle in the graph.
+            if any(s == "waiting" for s in statuses):
+                return self._wait()
+            stuck = [n for n, s in self.state.items() if s.status == "pending"]
+            if any(
+                all(self._edge_active(s, b) is not None for s, b in self.incoming[n]) for n in stuck
+            ):  # still startable (parallel limit); loop again
+                return False
+            raise _RunFailed(f"Nodes {', '.join(stuck)} can never run (is there a cycle?).")
+        if any(s == "waiting" for s in statuses):
+            return self._wait()
+        self._succeed()
+        return True
+
+    def _drain(self, *, block: bool) -> None:
+        timeout = POLL_SECONDS
+        if block:
+            deadlines = [a.deadline for a in self.inflight.values() if a.deadline]
+            deadlines += [s.retry_at for s in self.state.values() if s.status == "retry"]
+            deadlines.append(self.run_deadline)
+            timeout = max(0.0, min([POLL_SECONDS, *[d - time.monotonic() for d in deadlines]]))
+        try:
+            message = self.results.get(timeout=timeout) if block else self.results.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            if message is not None:
+                self._handle(*message)
+            try:
+                message = self.results.get_nowait()
+            except queue.Empty:
+                return
+
+    # -- starting, skipping -----------------------------------------------------------------------
+    def _skip(self, node_id: str) -> None:
+        events.transition_node(self.node_runs[node_id], NodeRunStatus.SKIPPED)
+        self.state[node_id].status = "skipped"
+
+    def _context_for(self, node_id: str) -> dict[str, Any]:
+        parents = {
+            source: self.node_context[source]["output"]
+            for source, _ in self.incoming[node_id]
+            if source in self.node_context
+        }
+        return {
+            "inputs": self.run.inputs or {},
+            "vars": self.vars,
+            "run": self.run_info,
+            "nodes": dict(self.node_context),
+            "parents": parents,
+            **self.extra_context,
+        }
+
+    def _start(self, node_id: str) -> None:
+        node, state, node_run = self.nodes[node_id], self.state[node_id], self.node_runs[node_id]
+        number = state.next_attempt
+        state.next_attempt += 1
+        key = f"run:{self.run.pk}:node:{node_id}"
+        fields: dict[str, Any] = {"attempt": number, "idempotency_key": key}
+        if node_run.input is None:
+            fields["input"] = node.get("config") or {}
+        events.transition_node(node_run, NodeRunStatus.RUNNING, **fields)
+        state.status = "running"
+        timeout = node.get("timeout")
+        started = time.monotonic()
+        ctx = NodeContext(
+            node_id=node_id,
+            node_type=node.get("type", ""),
+            config=node.get("config") or {},
+            context=self._context_for(node_id),
+            run_id=self.run.pk,
+            workspace_id=self.run.workspace_id,
+            user_id=self.run.created_by_id,
+            attempt=number,
+            idempotency_key=key,
+            deadline=started + float(timeout) if timeout else None,
+            engine=self,
+        )
+        attempt = Attempt(node_id=node_id, number=number, ctx=ctx, started=started, deadline=ctx.deadline)
+        ctx.emit_callback = lambda event_type, data: self._emit_from(attempt, event_type, data)
+        ctx.artifact_callback = lambda **kwargs: self._artifact_from(attempt, **kwargs)
+        self.inflight[node_id] = attempt
+        attempt.thread = threading.Thread(
+            target=self._run_attempt, args=(attempt,), name=f"run-{self.run.pk}-{node_id}", daemon=True
+        )
+        attempt.thread.start()
+
+    def _run_attempt(self, attempt: Attempt) -> None:
+        """In the attempt thread: execute the node and report back. Never writes a status."""
+        node_type = get_node_type(attempt.ctx.node_type)
+        try:
+            if node_type is None:
+                raise NodeError(f"Unknown node type {attempt.ctx.node_type!r}.", retryable=False)
+            result = node_type.execute(attempt.ctx)
+            self.results.put((attempt, "ok", result))
+        except NodeCancelled as exc:
+            self.results.put((attempt, "cancelled", NodeError(str(exc) or "cancelled", retryable=False)))
+        except NodeError as exc:
+            self.results.put((attempt, "error", exc))
+        except Exception as exc:
+            logger.info("Run %s node %s raised", self.run_id, attempt.node_id, exc_info=True)
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            self.results.put((attempt, "error", NodeError(detail, retryable=True)))
+        finally:
+            connections.close_all()
+
+    def _emit_from(self, attempt: Attempt, event_type: str, data: dict[str, Any]) -> None:
+        if attempt.abandoned:
+            return
+        events.emit(self.run.pk, event_type, {**data, "attempt": attempt.number})
+
+    def _artifact_from(self, attempt: Attempt, **kwargs: Any) -> dict[str, Any]:
+        if attempt.abandoned:
+            raise NodeCancelled("abandoned")
+        from .services import artifact_save
+
+        artifact = artifact_save(run=self.run, node_run=self.node_runs[attempt.node_id], **kwargs)
+        return artifact_reference(artifact)
+
+    # -- results ----------------------------------------------------------------------------------
+    def _handle(self, attempt: Attempt, kind: str, payload: Any) -> None:
+        if self.inflight.get(attempt.node_id) is not attempt:
+            return  # an abandoned attempt reporting late
+        del self.inflight[attempt.node_id]
+        duration_ms = (time.monotonic() - attempt.started) * 1000
+        if kind == "ok":
+            try:
+                self._succeeded(attempt, payload, duration_ms)
+            except NodeError as exc:
+                self._failed(attempt, exc, duration_ms)
+        else:
+            self._failed(attempt, payload, duration_ms)
+
+    def _succeeded(self, attempt: Attempt, result: Any, duration_ms: float) -> None:
+        node_id = attempt.node_id
+        state, node_run = self.state[node_id], self.node_runs[node_id]
+        if isinstance(result, NodeResult):
+            output, branch, wait = result.output, result.branch or "", result.wait
+        else:
+            output, branch, wait = result, "", False
+        stored = self._store_output(node_run, output)
+        common = {"output": stored, "logs": attempt.ctx.logs, "duration_ms": duration_ms, "error": ""}
+        if wait:
+            events.transition_node(node_run, NodeRunStatus.WAITING, branch=branch, **common)
+            state.status, state.output = "waiting", output
+            return
+        events.transition_node(node_run, NodeRunStatus.SUCCEEDED, branch=branch, **common)
+        state.status, state.output, state.branch = "done", output, branch
+        self._publish(node_id)
+
+    def _store_output(self, node_run: NodeRun, output: Any) -> Any:
+        try:
+            encoded = json.dumps(output, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise NodeError(f"The node's output is not JSON: {exc}", retryable=False) from exc
+        if len(encoded) <= settings.GW_OUTPUT_MAX_BYTES:
+            return output
+        from .services import artifact_save
+
+        artifact = artifact_save(
+            run=self.run,
+            node_run=node_run,
+            name=f"{node_run.node_id}.output.json",
+            content=encoded.encode(),
+            content_type="application/json",
+        )
+        return {ARTIFACT_KEY: artifact_reference(artifact), "truncated": True, "preview": encoded[:512]}
+
+    def _failed(self, attempt: Attempt, error: NodeError, duration_ms: float) -> None:
+        node_id = attempt.node_id
+        node, state, node_run = self.nodes[node_id], self.state[node_id], self.node_runs[node_id]
+        retry = node.get("retry") or {}
+        max_attempts = int(retry.get("max_attempts", 1) or 1)
+        message = error.message if isinstance(error, NodeError) else str(error)
+        state.failures.append(message)
+        if error.retryable and attempt.number < max_attempts:
+            delay = retry_delay(retry, attempt.number)
+            state.status, state.retry_at = "retry", time.monotonic() + delay
+            events.emit(
+                self.run.pk,
+                "node.retrying",
+                {"node_id": node_id, "attempt": attempt.number, "error": message, "delay": round(delay, 3)},
+            )
+            return
+        on_error = node.get("on_error") or OnError.FAIL
+        output = {"error": message, "attempts": attempt.number, **(error.data or {})}
+        fields = {"error": message, "logs": attempt.ctx.logs, "duration_ms": duration_ms, "output": output}
+        if on_error == OnError.FAIL:
+            events.transition_node(node_run, NodeRunStatus.FAILED, **fields)
+            state.status = "failed"
+            raise _RunFailed(f"Node {node_id!r} failed: {message}")
+        branch = ERROR_BRANCH if on_error == OnError.BRANCH else ""
+        events.transition_node(node_run, NodeRunStatus.FAILED, branch=branch, data={"on_error": on_error}, **fields)
+        state.status, state.output, state.branch = "done", output, branch
+        state.route = "error" if on_error == OnError.BRANCH else "continue"
+        self._publish(node_id)
+
+    def _expire_attempts(self) -> None:
+        now = time.monotonic()
+        for attempt in list(self.inflight.values()):
+            if attempt.deadline is not None and now >= attempt.deadline:
+                self._abandon(attempt)
+                del self.inflight[attempt.node_id]
+                timeout = self.nodes[attempt.node_id].get("timeout")
+                error = NodeError(f"Timed out after {float(timeout):g} s.", retryable=True)
+                self._failed(attempt, error, (now - attempt.started) * 1000)
+
+    def _abandon(self, attempt: Attempt) -> None:
+        attempt.abandoned = True
+        attempt.ctx.cancel_event.set()
+        cancel_active_children(self.run.pk, attempt.node_id)
+
+    def _abandon_all(self) -> None:
+        """Stop waiting for every in-flight attempt and record it as cancelled."""
+        for attempt in list(self.inflight.values()):
+            self._abandon(attempt)
+        stopped = list(self.inflight) + [n for n, s in self.state.items() if s.status == "retry"]
+        self.inflight.clear()
+        if self.lease_lost:
+            return
+        for node_id in stopped:
+            try:
+                events.transition_node(self.node_runs[node_id], NodeRunStatus.CANCELLED)
+            except IllegalTransition:
+                pass
+
+    # -- waiting nodes (approvals) ----------------------------------------------------------------
+    def _poll_waiting(self) -> None:
+        waiting = [n for n, s in self.state.items() if s.status == "waiting"]
+        if not waiting:
+            return
+        from .services import approval_expire
+
+        for node_run in NodeRun.objects.filter(run_id=self.run.pk, node_id__in=waiting):
+            if node_run.status == NodeRunStatus.WAITING:
+                approval_expire(node_run=node_run)
+            if node_run.status in (NodeRunStatus.SUCCEEDED, NodeRunStatus.FAILED):
+                self.node_runs[node_run.node_id] = node_run
+                state = self.state[node_run.node_id]
+                state.status, state.output, state.branch = "done", node_run.output, node_run.branch
+                if node_run.status == NodeRunStatus.FAILED:
+                    state.route = "error"
+                self._publish(node_run.node_id)
+
+    def _wait(self) -> bool:
+        """Every remaining node waits for a person: park the run and free this worker.
+
+        Under the run lock, re-check that no waiting node was resolved meanwhile (run_resume takes
+        the same lock), so a decision can never be lost between the check and the transition."""
+        waiting = [n for n, s in self.state.items() if s.status == "waiting"]
+        with transaction.atomic():
+            Run.objects.select_for_update().filter(pk=self.run.pk).values_list("pk", flat=True).first()
+            resolved = NodeRun.objects.filter(run_id=self.run.pk, node_id__in=waiting).exclude(
+                status=NodeRunStatus.WAITING
+            )
+            if resolved.exists():
+                return False
+            events.transition_run(
+                self.run, RunStatus.WAITING, data={"waiting_for": waiting}, lease_owner="", lease_expires_at=None
+            )
+        return True
+
+    # -- finishing --------------------------------------------------------------------------------
+    def _succeed(self) -> None:
+        outputs = {
+            node_id: self.node_runs[node_id].output
+            for node_id in self.sinks
+            if self.node_runs[node_id].status == NodeRunStatus.SUCCEEDED
+        }
+        from .services import artifact_save
+
+        if self.run_stopped:
+            raise events.RunFinished(self.run_stopped, RunStatus.SUCCEEDED)
+        artifact_save(run=self.run, name="result.json", content=outputs, content_type="application/json")
+        self._finish(RunStatus.SUCCEEDED, outputs=outputs)
+
+    def _finish(self, status: str, **fields: Any) -> None:
+        if self.lease_lost:
+            return
+        try:
+            finish_run(self.run, status, **fields)
+        except IllegalTransition:
+            # Someone else ended the run first (a cancel): their status stands.
+            self.run.refresh_from_db()
+
+
+class _RunFailed(Exception):
+    """The run cannot go on; the message becomes ``Run.error``."""
+
+
+def artifact_reference(artifact: Any) -> dict[str, Any]:
+    return {
+        "artifact_id": artifact.pk,
+        "id": artifact.pk,
+        "name": artifact.name,
+        "content_type": artifact.content_type,
+        "size": artifact.size,
+        "sha256": artifact.sha256,
+    }
+
+
+def execute_run(run_id: int, *, bypass_limit: bool = False) -> Run | None:
+    """Execute a run in this thread (the django-q2 task and ``mode="sync"`` both end here)."""
+    close_old_connections()
+    return Engine(run_id, bypass_limit=bypass_limit).execute()

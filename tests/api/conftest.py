@@ -1,0 +1,111 @@
+"""API fixtures: a small test node type, workflows made through the services, clean throttles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from accounts.choices import Role
+from accounts.services import api_token_create
+from workflows.nodes import NodeType, _registry, autodiscover, register
+
+
+class ApiEchoNode(NodeType):
+    """Returns its rendered ``value`` (test-only)."""
+
+    name = "api_echo"
+    label = "Echo (API tests)"
+    config_schema = {"type": "object", "properties": {"value": {}}, "additionalProperties": False}
+
+    def execute(self, ctx) -> Any:
+        return ctx.render(ctx.config.get("value"))
+
+
+@pytest.fixture(autouse=True)
+def api_node_types():
+    autodiscover()
+    saved = dict(_registry)
+    _registry.pop(ApiEchoNode.name, None)
+    register(ApiEchoNode)
+    yield
+    _registry.clear()
+    _registry.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttles():
+    cache.clear()  # throttle counters live in the cache; each test starts from zero
+    yield
+    cache.clear()
+
+
+def echo_definition(name: str = "Echo", tags: list[str] | None = None, **inputs: dict) -> dict:
+    return {
+        "format": "graphwright/v1",
+        "name": name,
+        "tags": tags or [],
+        "inputs": inputs or {"text": {"type": "string", "required": True}},
+        "nodes": [
+            {"id": "first", "type": "api_echo", "config": {"value": "{{ inputs.text }}"}},
+            {"id": "second", "type": "api_echo", "config": {"value": "{{ nodes.first.output }}!"}},
+        ],
+        "edges": [{"source": "first", "target": "second"}],
+    }
+
+
+@pytest.fixture
+def make_workflow(user, workspace):
+    from workflows.services import workflow_create
+
+    def make(name: str = "Echo", *, owner=None, tags=None, definition=None, **fields):
+        owner = owner or user
+        from accounts.services import personal_workspace
+
+        ws = personal_workspace(owner) if owner != user else workspace
+        return workflow_create(
+            workspace=ws, user=owner, name=name, definition=definition or echo_definition(name, tags), **fields
+        )
+
+    return make
+
+
+@pytest.fixture
+def workflow(make_workflow):
+    return make_workflow("Echo", tags=["demo"])
+
+
+@pytest.fixture
+def client_for():
+    """client_for(user) -> an APIClient authenticated with a new token of that user."""
+
+    def make(member) -> APIClient:
+        client = APIClient()
+        _, key = api_token_create(user=member, name="tests")
+        client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def member_client(make_member, client_for):
+    """member_client(role) -> (user, client) for a new member of the fixture workspace."""
+
+    def make(role: str = Role.VIEWER):
+        member = make_member(role)
+        return member, client_for(member)
+
+    return make
+
+
+def assert_error(response, status: int, code: str | None = None) -> dict:
+    assert response.status_code == status, (response.status_code, getattr(response, "data", response.content))
+    body = response.json()
+    assert set(body) == {"error"}
+    assert {"code", "message", "fields"} <= set(body["error"])
+    if code is not None:
+        assert body["error"]["code"] == code, body
+    return body["error"]
