@@ -293,6 +293,28 @@ def document_add(
     return document
 
 
+def document_upload(
+    *,
+    collection: Collection,
+    user: User | None,
+    file: Any,
+    title: str = "",
+    source: str = "",
+    metadata: dict[str, Any] | None = None,
+    check_permission: bool = True,
+) -> Document:
+    """Add an uploaded text, Markdown or PDF file (the pages' name for :func:`document_add` with a file)."""
+    return document_add(
+        collection=collection,
+        user=user,
+        file=file,
+        title=title,
+        source=source,
+        metadata=metadata,
+        check_permission=check_permission,
+    )
+
+
 def document_delete(*, document: Document, user: User | None, check_permission: bool = True) -> None:
     collection = document.collection
     if check_permission:
