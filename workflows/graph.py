@@ -17,7 +17,7 @@ from typing import Any
 from .choices import DEFINITION_FORMAT, ERROR_BRANCH, Backoff, OnError
 
 NODE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-INPUT_TYPES = ("string", "number", "integer", "boolean", "object", "array", "any")
+INPUT_TYPES = ("string", "number", "integer", "boolean", "object", "array", "file", "any")
 RETRY_KEYS = {"max_attempts", "backoff", "initial_delay", "max_delay"}
 MAX_ATTEMPTS_LIMIT = 20
 
