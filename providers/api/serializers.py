@@ -16,6 +16,9 @@ class CredentialSerializer(serializers.ModelSerializer):
         write_only=True, required=False, allow_blank=False, max_length=10000, style={"input_type": "password"}
     )
     extra = ObjectField(required=False)
+    base_url = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, help_text="http(s) URL or empty."
+    )
 
     class Meta:
         model = Credential
