@@ -251,23 +251,14 @@ class DocumentUploadView(CollectionMixin, View):
         if form.is_valid():
             data = form.cleaned_data
             try:
-                if data.get("file"):
-                    upload = data["file"]
-                    document = collection_services.document_upload(
-                        collection=self.collection,
-                        user=request.user,
-                        file=upload,
-                        title=data.get("title") or upload.name,
-                        metadata=data["metadata"],
-                    )
-                else:
-                    document = collection_services.document_add(
-                        collection=self.collection,
-                        user=request.user,
-                        title=data.get("title") or "Pasted text",
-                        text=data["text"],
-                        metadata=data["metadata"],
-                    )
+                document = collection_services.document_add(
+                    collection=self.collection,
+                    user=request.user,
+                    file=data.get("file"),
+                    text=None if data.get("file") else data["text"],
+                    title=data.get("title") or ("" if data.get("file") else "Pasted text"),
+                    metadata=data["metadata"],
+                )
             except ValidationError as exc:
                 _form_errors_from(form, exc)
             else:
