@@ -13,7 +13,6 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-import httpx
 from django.conf import settings
 from django.utils import timezone
 
@@ -56,15 +55,11 @@ def callback_payload(run) -> dict[str, Any]:
 
 def _post(url: str, payload: dict[str, Any]) -> int:
     """POST through the SSRF guard; returns the status code. Raises on a refused or failed request."""
-    from providers import ssrf
+    from providers.ssrf import guarded_client
 
     body = json.dumps(payload, default=str).encode()
     headers = {"Content-Type": "application/json", "User-Agent": "Graphwright-Callback/1"}
-    if hasattr(ssrf, "safe_request"):
-        response = ssrf.safe_request("POST", url, content=body, headers=headers, timeout=10.0)
-        return response.status_code
-    ssrf.check_url(url)  # raises when the URL resolves to a private or loopback address
-    with httpx.Client(timeout=10.0, follow_redirects=False) as client:
+    with guarded_client(timeout=10.0, follow_redirects=False) as client:
         return client.post(url, content=body, headers=headers).status_code
 
 
@@ -82,8 +77,11 @@ def deliver_run_callback(run_id: int, attempt: int = 1) -> str:
         outcome, ok = f"HTTP {code}", 200 <= code < 300
         retryable = code >= 500 or code in (408, 429)
     except Exception as exc:  # refused by the guard, unreachable, timed out
-        outcome, ok = f"{type(exc).__name__}: {exc}"[:300], False
-        retryable = type(exc).__name__ not in {"SSRFError", "UnsafeURL", "BlockedURL"}
+        from providers.ssrf import unwrap_blocked
+
+        blocked = unwrap_blocked(exc)
+        outcome, ok = (str(blocked) if blocked else f"{type(exc).__name__}: {exc}")[:300], False
+        retryable = blocked is None  # a refused destination stays refused
     if ok:
         audit(action="run.callback_sent", workspace=run.workspace_id, target=run, data={"attempt": attempt})
         return "sent"

@@ -96,19 +96,21 @@ class RunEventsConsumer(AsyncJsonWebsocketConsumer):
         self.group: str | None = None
         self.lock = asyncio.Lock()
         user = self.scope.get("user")
-        await self.accept()
         if user is None or not user.is_authenticated:
+            await self.accept()  # accepted, then closed with a code the client can read
             await self._close(CLOSE_UNAUTHENTICATED)
             return
         self.run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
         run = await _visible_run(user, self.run_id)
         if run is None:
+            await self.accept()
             await self._close(CLOSE_NOT_FOUND)
             return
         self.last_seq = _query_after(self.scope.get("query_string", b""))
         self.group = run_group(self.run_id)
         # Join before reading the backlog, so an event committed in between is either read or received.
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
         async with self.lock:
             await self._catch_up()
         if not self.closed:
@@ -212,9 +214,9 @@ class UserEventsConsumer(AsyncJsonWebsocketConsumer):
         self.tail_task: asyncio.Task | None = None
         self.sent_status: dict[int, str] = {}
         user = self.scope.get("user")
-        await self.accept()
         if user is None or not user.is_authenticated:
             self.closed = True
+            await self.accept()
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         self.workspace_ids = await _workspace_ids(user)
@@ -222,9 +224,11 @@ class UserEventsConsumer(AsyncJsonWebsocketConsumer):
             group = workspace_group(workspace_id)
             await self.channel_layer.group_add(group, self.channel_name)
             self.groups_joined.append(group)
-        if layer_is_in_process():  # a worker process cannot reach this layer: watch the table too
-            self.since = timezone.now()
-            self.tail_task = asyncio.create_task(self._tail())
+        await self.accept()
+        # Watch the table too: with the in-process layer a worker process cannot reach this one,
+        # and with any layer a lost message is caught up with.
+        self.since = timezone.now()
+        self.tail_task = asyncio.create_task(self._tail())
 
     async def _push(self, run: dict[str, Any]) -> None:
         run_id, status = run.get("id"), run.get("status")

@@ -154,7 +154,10 @@ def run_start(
             token_budget=token_budget,
         )
         events.emit(
-            run.pk, "run.queued", {"status": RunStatus.QUEUED, "trigger": trigger, "version": version.number}, status_run=run
+            run.pk,
+            "run.queued",
+            {"status": RunStatus.QUEUED, "trigger": trigger, "version": version.number},
+            status_run=run,
         )
         if parent is None:
             audit(action="run.started", actor=user, workspace=workflow.workspace_id, target=run)
@@ -206,9 +209,7 @@ def _descendants(definition: dict[str, Any], node_id: str) -> set[str]:
     return seen
 
 
-def run_rerun(
-    *, run: Run, from_node: str | None = None, user: User | None = None, mode: str = "async"
-) -> Run:
+def run_rerun(*, run: Run, from_node: str | None = None, user: User | None = None, mode: str = "async") -> Run:
     """Start a new run of the same version and inputs that reuses every finished node outside
     ``from_node``'s downstream (default: the node that failed) and executes from there."""
     require(user, run.workspace_id, Action.RUN)
@@ -229,7 +230,10 @@ def run_rerun(
         if node_run.node_id not in rerun_set
         and (
             node_run.status in (NodeRunStatus.SUCCEEDED, NodeRunStatus.SKIPPED)
-            or (node_run.status == NodeRunStatus.FAILED and nodes.get(node_run.node_id, {}).get("on_error") in ("continue", "branch"))
+            or (
+                node_run.status == NodeRunStatus.FAILED
+                and nodes.get(node_run.node_id, {}).get("on_error") in ("continue", "branch")
+            )
         )
     ]
     with transaction.atomic():
@@ -245,7 +249,9 @@ def run_rerun(
             callback_url=run.callback_url,
             token_budget=run.token_budget,
         )
-        events.emit(new.pk, "run.queued", {"status": RunStatus.QUEUED, "trigger": TriggerType.RERUN, "rerun_of": run.pk})
+        events.emit(
+            new.pk, "run.queued", {"status": RunStatus.QUEUED, "trigger": TriggerType.RERUN, "rerun_of": run.pk}
+        )
         NodeRun.objects.bulk_create(
             [
                 NodeRun(
@@ -315,7 +321,11 @@ def run_resume(
         }
         events.transition_node(node_run, NodeRunStatus.SUCCEEDED, output=output, branch=branch)
         audit(
-            action="run.resumed", actor=user, workspace=run.workspace_id, target=locked, data={"node": node_id, "decision": branch}
+            action="run.resumed",
+            actor=user,
+            workspace=run.workspace_id,
+            target=locked,
+            data={"node": node_id, "decision": branch},
         )
         waiting = locked.status == RunStatus.WAITING
         if waiting and mode == "async":
@@ -364,7 +374,12 @@ def run_delete(*, run: Run, user: User | None = None) -> None:
     files = [artifact.file.name for artifact in _all_artifacts(run) if artifact.file]
     storage = Artifact._meta.get_field("file").storage
     with transaction.atomic():
-        audit(action="run.deleted", actor=user, workspace=run.workspace_id, data={"run": run.pk, "workflow": run.workflow_id})
+        audit(
+            action="run.deleted",
+            actor=user,
+            workspace=run.workspace_id,
+            data={"run": run.pk, "workflow": run.workflow_id},
+        )
         run.delete()
         transaction.on_commit(lambda: [storage.delete(name) for name in files if storage.exists(name)])
 

@@ -40,9 +40,7 @@ def reap_runs(*, queued_after_seconds: float = 30.0) -> dict[str, int]:
     """Re-enqueue runs whose worker died (lease expired), queued runs whose message may have been
     lost, and parked runs whose approval timed out. Safe to repeat: the lease decides who executes."""
     now = timezone.now()
-    expired = list(
-        Run.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now).values_list("pk", flat=True)
-    )
+    expired = list(Run.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now).values_list("pk", flat=True))
     expired += list(
         Run.objects.filter(status=RunStatus.RUNNING, lease_expires_at__isnull=True).values_list("pk", flat=True)
     )

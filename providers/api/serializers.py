@@ -123,14 +123,21 @@ class DocumentSerializer(serializers.ModelSerializer):
 
 class SearchSerializer(serializers.Serializer):
     query = serializers.CharField(max_length=2000)
-    k = serializers.IntegerField(min_value=1, max_value=50, default=5)
+    top_k = serializers.IntegerField(min_value=1, max_value=200, default=4)
+    score_threshold = serializers.FloatField(required=False, allow_null=True, default=None)
+    filters = ObjectField(required=False, allow_null=True, default=None, help_text="Metadata the chunks must match.")
 
 
 class SearchHitSerializer(serializers.Serializer):
-    text = serializers.CharField()
+    rank = serializers.IntegerField()
     score = serializers.FloatField()
-    document = serializers.IntegerField(allow_null=True)
-    metadata = serializers.DictField(required=False)
+    text = serializers.CharField(allow_blank=True)
+    metadata = serializers.DictField()
+    source = serializers.CharField(allow_blank=True)
+    title = serializers.CharField(allow_blank=True)
+    document_id = serializers.IntegerField()
+    chunk_id = serializers.IntegerField()
+    chunk_index = serializers.IntegerField()
 
 
 __all__ = ["Workspace"]

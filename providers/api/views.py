@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import io
 from typing import Any
 
 from django.db.models import Count
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
-from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
@@ -23,9 +22,6 @@ from .serializers import (
     SearchHitSerializer,
     SearchSerializer,
 )
-
-TEXT_TYPES = {"text/plain", "text/markdown", "text/x-markdown", "application/octet-stream", ""}
-TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".text")
 
 
 class CredentialViewSet(ScopedQuerysetMixin, viewsets.ModelViewSet):
@@ -79,32 +75,6 @@ def _test_outcome(outcome: Any, credential: Credential) -> tuple[bool, str]:
     return bool(credential.last_test_ok), credential.last_test_message
 
 
-def extract_text(upload) -> str:
-    """Text of an uploaded text, Markdown or PDF file; 400 for anything else."""
-    content = upload.read()
-    name = (upload.name or "").lower()
-    content_type = (getattr(upload, "content_type", "") or "").split(";")[0].strip().lower()
-    if content.startswith(b"%PDF") or content_type == "application/pdf" or name.endswith(".pdf"):
-        from pypdf import PdfReader
-        from pypdf.errors import PdfReadError
-
-        try:
-            reader = PdfReader(io.BytesIO(content))
-            text = "\n\n".join((page.extract_text() or "") for page in reader.pages)
-        except (PdfReadError, ValueError, KeyError, TypeError) as exc:
-            raise exceptions.ValidationError({"file": [f"Could not read this PDF: {exc}"]}) from None
-    elif content_type.startswith("text/") or content_type in TEXT_TYPES or name.endswith(TEXT_SUFFIXES):
-        try:
-            text = content.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise exceptions.ValidationError({"file": ["Text files must be UTF-8."]}) from None
-    else:
-        raise exceptions.ValidationError({"file": ["Upload a text, Markdown or PDF file."]})
-    if not text.strip():
-        raise exceptions.ValidationError({"file": ["The file has no text."]})
-    return text
-
-
 class CollectionViewSet(ScopedQuerysetMixin, viewsets.ModelViewSet):
     """Document collections for vector search."""
 
@@ -144,24 +114,8 @@ class CollectionViewSet(ScopedQuerysetMixin, viewsets.ModelViewSet):
         collection = self.get_object()
         serializer = SearchSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        hits = collection_search(
-            collection=collection, query=serializer.validated_data["query"], k=serializer.validated_data["k"]
-        )
-        return Response([_hit(hit) for hit in hits])
-
-
-def _hit(hit: Any) -> dict[str, Any]:
-    if not isinstance(hit, dict):
-        hit = {key: getattr(hit, key, None) for key in ("text", "score", "document", "metadata")}
-    document = hit.get("document", hit.get("document_id"))
-    if isinstance(document, Document):
-        document = document.pk
-    return {
-        "text": hit.get("text") or "",
-        "score": float(hit.get("score") or 0.0),
-        "document": document,
-        "metadata": hit.get("metadata") or {},
-    }
+        hits = collection_search(collection=collection, **serializer.validated_data)
+        return Response(SearchHitSerializer(hits, many=True).data)
 
 
 class DocumentViewSet(
@@ -195,13 +149,7 @@ class DocumentViewSet(
         require_action(request, collection.workspace_id, Action.EDIT)
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        data = dict(serializer.validated_data)
-        upload = data.pop("file", None)
-        if upload is not None:
-            data["text"] = extract_text(upload)
-            data.setdefault("title", upload.name or "")
-            data.setdefault("source", upload.name or "")
-        document = document_add(collection=collection, user=request.user, **data)
+        document = document_add(collection=collection, user=request.user, **serializer.validated_data)
         return Response(self.get_serializer(document).data, status=status.HTTP_201_CREATED)
 
     def perform_destroy(self, instance):

@@ -1,4 +1,4 @@
-"""Fixtures for the providers tests (vault, credentials, SSRF guard)."""
+"""Fixtures for the providers tests: vault, credentials, SSRF guard, and the real local models."""
 
 from __future__ import annotations
 
@@ -28,3 +28,19 @@ def keys(settings):
     first, second = vault.generate_key(), vault.generate_key()
     settings.ENCRYPTION_KEYS = [first]
     return first, second
+
+
+@pytest.fixture(scope="session")
+def local_llm():
+    """The real SmolLM2 (converted once under DATA_DIR), shared by every test of the session."""
+    from providers.local_llm import load_local_model
+
+    return load_local_model()
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The real MiniLM sentence-transformers model."""
+    from providers.embeddings import get_embedder
+
+    return get_embedder()

@@ -35,6 +35,8 @@ class FlakyNode(NodeType):
     config_schema = {"type": "object"}
 
     def execute(self, ctx: NodeContext) -> Any:
+        if ctx.config.get("fail_while") and os.path.exists(ctx.config["fail_while"]):
+            raise NodeError("the flag file says fail", retryable=False)
         if ctx.attempt <= int(ctx.config.get("fail_times", 0)):
             raise NodeError(f"failure #{ctx.attempt}", retryable=bool(ctx.config.get("retryable", True)))
         return {"attempt": ctx.attempt}

@@ -71,7 +71,10 @@ def test_switch_picks_a_case_or_default(make_workflow, user):
         {
             "id": "route",
             "type": "switch",
-            "config": {"value": "inputs.kind", "cases": [{"name": "a", "equals": "alpha"}, {"name": "b", "when": "value == 'beta'"}]},
+            "config": {
+                "value": "inputs.kind",
+                "cases": [{"name": "a", "equals": "alpha"}, {"name": "b", "when": "value == 'beta'"}],
+            },
         },
         tpl("on_a", "A"),
         tpl("on_b", "B"),
@@ -106,7 +109,12 @@ def test_independent_branches_overlap_in_time(make_workflow, user):
 
 
 def test_retry_counts_then_succeeds(make_workflow, user):
-    node = {"id": "f", "type": "test_flaky", "config": {"fail_times": 2}, "retry": {"max_attempts": 3, "backoff": "exponential", "initial_delay": 0.01}}
+    node = {
+        "id": "f",
+        "type": "test_flaky",
+        "config": {"fail_times": 2},
+        "retry": {"max_attempts": 3, "backoff": "exponential", "initial_delay": 0.01},
+    }
     run = start(make_workflow([node]), user)
     assert run.status == "succeeded", run.error
     assert node_runs(run)["f"].attempt == 3
@@ -116,7 +124,12 @@ def test_retry_counts_then_succeeds(make_workflow, user):
 
 
 def test_retry_exhausted_fails_the_run(make_workflow, user):
-    node = {"id": "f", "type": "test_flaky", "config": {"fail_times": 5}, "retry": {"max_attempts": 2, "initial_delay": 0}}
+    node = {
+        "id": "f",
+        "type": "test_flaky",
+        "config": {"fail_times": 5},
+        "retry": {"max_attempts": 2, "initial_delay": 0},
+    }
     run = start(make_workflow([node, tpl("after")], [{"source": "f", "target": "after"}]), user)
     assert run.status == "failed"
     assert "failure #2" in run.error
@@ -126,14 +139,25 @@ def test_retry_exhausted_fails_the_run(make_workflow, user):
 
 
 def test_non_retryable_error_is_not_retried(make_workflow, user):
-    node = {"id": "f", "type": "test_flaky", "config": {"fail_times": 5, "retryable": False}, "retry": {"max_attempts": 4}}
+    node = {
+        "id": "f",
+        "type": "test_flaky",
+        "config": {"fail_times": 5, "retryable": False},
+        "retry": {"max_attempts": 4},
+    }
     run = start(make_workflow([node]), user)
     assert run.status == "failed"
     assert node_runs(run)["f"].attempt == 1
 
 
 def test_timeout_really_stops_waiting_and_retries(make_workflow, user):
-    node = {"id": "slow", "type": "test_sleep", "config": {"seconds": 30}, "timeout": 0.3, "retry": {"max_attempts": 2, "initial_delay": 0}}
+    node = {
+        "id": "slow",
+        "type": "test_sleep",
+        "config": {"seconds": 30},
+        "timeout": 0.3,
+        "retry": {"max_attempts": 2, "initial_delay": 0},
+    }
     run = start(make_workflow([node]), user)
     assert run.status == "failed"
     assert "Timed out after 0.3 s" in run.error
@@ -141,9 +165,14 @@ def test_timeout_really_stops_waiting_and_retries(make_workflow, user):
     assert (run.finished_at - run.started_at).total_seconds() < 10
 
 
-@pytest.mark.parametrize("node_type,config", [("test_flaky", {"fail_times": 9}), ("template", {"template": "{{ 1 / 0 }}"})])
+@pytest.mark.parametrize(
+    "node_type,config", [("test_flaky", {"fail_times": 9}), ("template", {"template": "{{ 1 / 0 }}"})]
+)
 def test_on_error_continue_passes_the_error_on(make_workflow, user, node_type, config):
-    nodes = [{"id": "bad", "type": node_type, "config": config, "on_error": "continue"}, tpl("next", "got: {{ nodes.bad.output.error }}")]
+    nodes = [
+        {"id": "bad", "type": node_type, "config": config, "on_error": "continue"},
+        tpl("next", "got: {{ nodes.bad.output.error }}"),
+    ]
     run = start(make_workflow(nodes, chain(*nodes)), user)
     assert run.status == "succeeded", run.error
     nr = node_runs(run)
@@ -184,7 +213,10 @@ def test_run_level_timeout(make_workflow, user):
 
 def test_oversized_output_becomes_an_artifact(make_workflow, user, settings):
     settings.GW_OUTPUT_MAX_BYTES = 500
-    nodes = [{"id": "big", "type": "test_big", "config": {"size": 2000}}, tpl("len", "{{ nodes.big.output.data | length }}")]
+    nodes = [
+        {"id": "big", "type": "test_big", "config": {"size": 2000}},
+        tpl("len", "{{ nodes.big.output.data | length }}"),
+    ]
     run = start(make_workflow(nodes, chain(*nodes)), user)
     assert run.status == "succeeded", run.error
     nr = node_runs(run)
@@ -210,7 +242,11 @@ def test_unknown_node_type_fails_readably(make_workflow, user):
 def test_template_json_output_and_structured_values(make_workflow, user):
     nodes = [
         {"id": "j", "type": "template", "config": {"template": '{"n": {{ inputs.n }}}', "output": "json"}},
-        {"id": "s", "type": "template", "config": {"template": {"list": "{{ [1, 2, nodes.j.output.n] }}", "t": "n={{ nodes.j.output.n }}"}}},
+        {
+            "id": "s",
+            "type": "template",
+            "config": {"template": {"list": "{{ [1, 2, nodes.j.output.n] }}", "t": "n={{ nodes.j.output.n }}"}},
+        },
     ]
     run = start(make_workflow(nodes, chain(*nodes)), user, {"n": 7})
     assert run.outputs == {"s": {"list": [1, 2, 7], "t": "n=7"}}

@@ -200,6 +200,11 @@ class HttpRequestNode(NodeType):
             check_url(url)  # literal hosts in spellings httpx would reject, before any network use
         except BlockedDestination as exc:
             raise NodeError(str(exc), retryable=False, data={"blocked": True}) from exc
+        try:
+            # Merge (not replace) the URL's own query string with the configured parameters.
+            request_url = httpx.URL(url).copy_merge_params(query) if query else httpx.URL(url)
+        except (httpx.InvalidURL, TypeError, ValueError) as exc:
+            raise NodeError(f"Invalid URL or query: {exc}", retryable=False) from exc
         started = time.monotonic()
         transport = GuardedTransport()
         client = httpx.Client(
@@ -212,9 +217,7 @@ class HttpRequestNode(NodeType):
         try:
             with watch_cancel(ctx, transport.backend.abort) as watch:
                 try:
-                    with client.stream(
-                        method, url, params=query or None, headers=headers, **request_kwargs
-                    ) as response:
+                    with client.stream(method, request_url, headers=headers, **request_kwargs) as response:
                         content = _read_capped(response, cap)
                 except NodeError:
                     raise
