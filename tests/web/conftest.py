@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -55,7 +57,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self.server.seen.append(self.headers.get("Authorization", ""))
         status = 401 if self.path.startswith("/deny") else 200
-        body = b'{"ok": true}'
+        if self.path.startswith("/slow"):  # /slow?seconds=N holds the response, so a run stays busy
+            seconds = float(urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("seconds", ["2"])[0])
+            time.sleep(seconds)
+        body = b'{"ok": true, "topic": "lighthouses"}'
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
