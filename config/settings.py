@@ -243,6 +243,8 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "anon": env.str("THROTTLE_ANON", default="60/min"),
         "user": env.str("THROTTLE_USER", default="1200/min"),
+        "auth": env.str("THROTTLE_AUTH", default="20/min"),
+        "hooks": env.str("THROTTLE_HOOKS", default="120/min"),
     },
     "EXCEPTION_HANDLER": "config.api.exception_handler",
 }
@@ -252,6 +254,12 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "runs.choices.RunStatus",
+        "NodeRunStatusEnum": "runs.choices.NodeRunStatus",
+        "TriggerKindEnum": "workflows.choices.TriggerKind",
+        "CredentialKindEnum": "providers.choices.CredentialKind",
+    },
 }
 
 # --- Graphwright -----------------------------------------------------------------------------

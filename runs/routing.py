@@ -1,3 +1,10 @@
-"""WebSocket routes (issue 6 adds the consumers)."""
+"""WebSocket routes."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from . import consumers
+
+websocket_urlpatterns = [
+    path("ws/runs/<int:run_id>/", consumers.RunEventsConsumer.as_asgi()),
+    path("ws/events/", consumers.UserEventsConsumer.as_asgi()),
+]

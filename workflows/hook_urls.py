@@ -1,1 +1,5 @@
-urlpatterns: list = []
+from django.urls import path
+
+from .hooks import webhook
+
+urlpatterns = [path("<str:token>/", webhook, name="hook")]
