@@ -192,6 +192,8 @@ class Engine:
         self.node_context: dict[str, dict[str, Any]] = {}
         self.inbox: list[tuple[Attempt, str, Any]] = []
         self.failure: str | None = None
+        self.resumed = False
+        self.more_ready = False  # the step's inline budget ran out with nodes still ready
 
     # -- lease ------------------------------------------------------------------------------------
     def _lease_until(self):
@@ -229,6 +231,7 @@ class Engine:
                 events.transition_run(run, RunStatus.RUNNING, attempt=1, data={"attempt": 1}, **lease)
             elif run.status == RunStatus.WAITING:
                 events.transition_run(run, RunStatus.RUNNING, data={"resumed": True}, **lease)
+                self.resumed = True
             else:  # running with an expired lease: the worker died; recover as a new attempt
                 if run.attempt >= settings.GW_MAX_RUN_ATTEMPTS:
                     error = (
@@ -378,7 +381,8 @@ class Engine:
             self._load_node_runs()
             self._base_context()
             timeout = self.definition.get("timeout") or run.workflow.timeout or settings.GW_RUN_TIMEOUT
-            started = run.started_at or timezone.now()
+            # Time parked waiting for a person does not count: a resumed run gets the full timeout again.
+            started = timezone.now() if self.resumed or not run.started_at else run.started_at
             self.run_deadline = time.monotonic() + float(timeout) - (timezone.now() - started).total_seconds()
             self.run_timeout = float(timeout)
             self._loop()
@@ -445,6 +449,7 @@ class Engine:
         """Start due retries and newly ready nodes; skip what can no longer run. Nodes run inline
         cascade within the same pass (the order is topological), up to a budget per step."""
         inline_budget = INLINE_PER_STEP
+        self.more_ready = False
         for node_id in self.order:
             if self.failure is not None:
                 return
@@ -460,8 +465,12 @@ class Engine:
                     self._skip(node_id)
                 elif len(self.inflight) < max_parallel and inline_budget > 0:
                     inline_budget -= self._start(node_id, launch)
+                elif inline_budget <= 0:
+                    self.more_ready = True
 
     def _wait_for_message(self) -> None:
+        if self.more_ready:
+            return  # commit this step and go straight on with the next one
         deadlines = [a.deadline for a in self.inflight.values() if a.deadline]
         deadlines += [s.retry_at for s in self.state.values() if s.status == "retry"]
         deadlines.append(self.run_deadline)
