@@ -4,7 +4,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from .credentials import credential_create, credential_test, credential_update, credential_validate
 from .models import Credential
@@ -91,6 +91,14 @@ class CredentialAdmin(admin.ModelAdmin):
             )
         obj.pk = updated.pk
         obj.refresh_from_db()
+
+    def response_change(self, request: HttpRequest, obj: Credential) -> HttpResponse:
+        if "_test" in request.POST:
+            credential_test(credential=obj, user=request.user, check_permission=False)
+            level = messages.SUCCESS if obj.last_test_ok else messages.ERROR
+            self.message_user(request, f"Test of {obj.name}: {obj.last_test_message}", level)
+            return HttpResponseRedirect(request.path)
+        return super().response_change(request, obj)
 
     @admin.action(description="Test the selected credentials")
     def test_credentials(self, request: HttpRequest, queryset: QuerySet[Credential]) -> None:
