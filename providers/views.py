@@ -16,25 +16,11 @@ from accounts.choices import Action
 from accounts.permissions import can, require
 from workflows.views import error_text
 
+from . import collections as collection_services
 from . import credentials as credential_services
 from .choices import CredentialKind, Provider
 from .forms import CollectionForm, CredentialForm, DocumentForm, SearchForm
 from .models import Chunk, Collection, Credential, Document
-
-
-class _Lazy:
-    """Imports a service module on first use (they are written in parallel with these pages)."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def __getattr__(self, attr):
-        import importlib
-
-        return getattr(importlib.import_module(self.name), attr)
-
-
-collection_services = _Lazy("providers.collections")
 
 
 def _form_errors_from(form, exc: ValidationError) -> None:
@@ -251,23 +237,14 @@ class DocumentUploadView(CollectionMixin, View):
         if form.is_valid():
             data = form.cleaned_data
             try:
-                if data.get("file"):
-                    upload = data["file"]
-                    document = collection_services.document_upload(
-                        collection=self.collection,
-                        user=request.user,
-                        file=upload,
-                        title=data.get("title") or upload.name,
-                        metadata=data["metadata"],
-                    )
-                else:
-                    document = collection_services.document_add(
-                        collection=self.collection,
-                        user=request.user,
-                        title=data.get("title") or "Pasted text",
-                        text=data["text"],
-                        metadata=data["metadata"],
-                    )
+                document = collection_services.document_add(
+                    collection=self.collection,
+                    user=request.user,
+                    file=data.get("file"),
+                    text=None if data.get("file") else data["text"],
+                    title=data.get("title") or ("" if data.get("file") else "Pasted text"),
+                    metadata=data["metadata"],
+                )
             except ValidationError as exc:
                 _form_errors_from(form, exc)
             else:

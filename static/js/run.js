@@ -11,6 +11,7 @@
   var finished = cfg.finished;
   var statuses = cfg.statuses || {};
   var FINAL_NODE = ["succeeded", "failed", "skipped", "cancelled"];
+  var KNOWN_NODE = ["pending", "running", "waiting", "succeeded", "failed", "skipped", "cancelled"];
   var FINAL_RUN = ["run.succeeded", "run.failed", "run.cancelled"];
   var NODE_STATUS = {
     "node.started": "running", "node.retrying": "running", "node.succeeded": "succeeded",
@@ -133,6 +134,7 @@
     }
     addTimeline(ev);
     var nodeStatus = NODE_STATUS[ev.type];
+    if (!nodeStatus && ev.type.indexOf("node.") === 0 && KNOWN_NODE.indexOf(data.status) >= 0) nodeStatus = data.status;
     if (nodeStatus && data.node_id) {
       statuses[data.node_id] = nodeStatus;
       var g = document.querySelector('.diagram .node[data-node="' + cssEscape(data.node_id) + '"]');

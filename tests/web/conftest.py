@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -47,3 +51,35 @@ def workflow(workspace, user):
 @pytest.fixture
 def finished_run(workflow, user):
     return run_services.run_start(workflow=workflow, user=user, inputs={"topic": "world"}, mode="sync")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.server.seen.append(self.headers.get("Authorization", ""))
+        status = 401 if self.path.startswith("/deny") else 200
+        if self.path.startswith("/slow"):  # /slow?seconds=N holds the response, so a run stays busy
+            seconds = float(urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get("seconds", ["2"])[0])
+            time.sleep(seconds)
+        body = b'{"ok": true, "topic": "lighthouses"}'
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def loopback(settings):
+    """A real HTTP server on 127.0.0.1 (allow-listed for the SSRF guard); ``.seen`` holds the auth headers."""
+    settings.SSRF_ALLOWLIST = ["127.0.0.1"]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    yield server
+    server.shutdown()
+    server.server_close()
