@@ -141,3 +141,14 @@ def test_cors_origin_from_settings(client, settings, user):
     assert response["Access-Control-Allow-Origin"] == "https://app.example.com"
     response = client.get("/health/", HTTP_ORIGIN="https://evil.example.com")
     assert "Access-Control-Allow-Origin" not in response
+
+
+def test_page_sign_in_is_audited_and_readable_by_the_user(client, user):
+    client.post("/accounts/login/", {"username": "alice", "password": "wrong"})
+    assert AuditLog.objects.filter(action="auth.failed", data__username="alice").exists()
+    response = client.post("/accounts/login/", {"username": "alice", "password": "correct horse battery"})
+    assert response.status_code == 302
+    entry = AuditLog.objects.get(action="auth.signin")
+    assert entry.actor == user and entry.ip_address == "127.0.0.1"
+    listed = client.get("/api/v1/audit-log/?action=auth.signin").json()
+    assert [e["id"] for e in listed["results"]] == [entry.pk]
