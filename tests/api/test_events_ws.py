@@ -249,3 +249,13 @@ async def test_reconnect_during_a_real_engine_run(gated_run, token):
     stored = await sync_to_async(lambda: list(RunEvent.objects.filter(run=gated_run).values_list("seq", flat=True)))()
     assert [e["seq"] for e in seen] == sorted(stored) == list(range(1, len(stored) + 1))
     assert seen[-1]["type"] == "run.succeeded"
+
+
+async def test_token_in_the_query_string_and_anonymous_feed(run, token):
+    communicator = connect(f"/ws/runs/{run.pk}/?token={token}&after=0")
+    assert (await communicator.connect())[0]
+    assert (await communicator.receive_json_from(timeout=5))["seq"] == 1
+    await communicator.disconnect()
+    feed = connect("/ws/events/")
+    assert (await feed.connect())[0]
+    assert await feed.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}
