@@ -52,6 +52,21 @@ class SignInView(auth_views.LoginView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         return {**super().get_context_data(**kwargs), "signup_enabled": settings.SIGNUP_ENABLED}
 
+    def form_valid(self, form) -> HttpResponse:
+        from .audit import audit
+
+        response = super().form_valid(form)
+        audit(action="auth.signin", actor=form.get_user(), ip_address=self.request.META.get("REMOTE_ADDR") or None)
+        return response
+
+    def form_invalid(self, form) -> HttpResponse:
+        from .audit import audit
+
+        username = str(form.data.get("username", ""))[:150]
+        ip_address = self.request.META.get("REMOTE_ADDR") or None
+        audit(action="auth.failed", data={"username": username}, ip_address=ip_address)
+        return super().form_invalid(form)
+
 
 class SignOutView(auth_views.LogoutView):
     """POST only (Django's LogoutView refuses GET): a link cannot sign anyone out."""
