@@ -18,7 +18,11 @@ def audit(
     data: dict[str, Any] | None = None,
     ip_address: str | None = None,
 ) -> AuditLog:
+    from .middleware import current_ip
+
     workspace_id = workspace if isinstance(workspace, int) or workspace is None else workspace.pk
+    if ip_address is None:
+        ip_address = current_ip.get()
     return AuditLog.objects.create(
         workspace_id=workspace_id,
         actor=actor if getattr(actor, "is_authenticated", False) else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from urllib.parse import parse_qs
 
 from channels.auth import AuthMiddlewareStack
@@ -11,6 +12,16 @@ from django.utils.functional import SimpleLazyObject
 from .models import Workspace
 
 SESSION_KEY = "workspace_id"
+
+# The client address of the request being handled, so the audit log can note it without every
+# service taking a request argument. None outside a request (tasks, commands).
+current_ip: ContextVar[str | None] = ContextVar("current_ip", default=None)
+
+
+def client_ip(request) -> str | None:
+    """REMOTE_ADDR; behind a proxy, configure it to set REMOTE_ADDR (X-Forwarded-For is not trusted)."""
+    address = (request.META.get("REMOTE_ADDR") or "").strip()
+    return address or None
 
 
 def current_workspace(request) -> Workspace | None:
@@ -28,14 +39,20 @@ def current_workspace(request) -> Workspace | None:
 
 
 class CurrentWorkspaceMiddleware:
-    """Sets ``request.workspace``: the one chosen in the switcher, else the personal workspace."""
+    """Sets ``request.workspace``: the one chosen in the switcher, else the personal workspace.
+
+    Also notes the client address for the audit log (``current_ip``)."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
         request.workspace = SimpleLazyObject(lambda: current_workspace(request))
-        return self.get_response(request)
+        token = current_ip.set(client_ip(request))
+        try:
+            return self.get_response(request)
+        finally:
+            current_ip.reset(token)
 
 
 @database_sync_to_async

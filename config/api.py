@@ -32,6 +32,12 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def _is_illegal_transition(exc: Exception) -> bool:
+    from runs.choices import IllegalTransition
+
+    return isinstance(exc, IllegalTransition)
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Render every API error as ``{"error": {"code", "message", "fields"}}``."""
     if isinstance(exc, DjangoValidationError):
@@ -39,6 +45,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = exceptions.ValidationError(detail=detail)
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
+    elif _is_illegal_transition(exc):
+        exc = Conflict(detail=str(exc))
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied(detail=str(exc) or None)
     response = drf_exception_handler(exc, context)

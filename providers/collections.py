@@ -137,8 +137,10 @@ def collection_create(
     embedding_model: str = DEFAULT_EMBEDDING_MODEL,
     chunk_size: int = 800,
     chunk_overlap: int = 100,
+    check_permission: bool = True,
 ) -> Collection:
-    require(user, workspace, Action.EDIT)
+    if check_permission:
+        require(user, workspace, Action.EDIT)
     name = (name or "").strip()
     _validate_settings(name=name, embedding_model=embedding_model, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
     try:
@@ -158,9 +160,12 @@ def collection_create(
     return collection
 
 
-def collection_update(*, collection: Collection, user: User | None, **changes: Any) -> Collection:
+def collection_update(
+    *, collection: Collection, user: User | None, check_permission: bool = True, **changes: Any
+) -> Collection:
     """Change name, description or chunking/embedding settings; new settings re-chunk every document."""
-    require(user, collection.workspace_id, Action.EDIT)
+    if check_permission:
+        require(user, collection.workspace_id, Action.EDIT)
     allowed = {"name", "description", "embedding_model", "chunk_size", "chunk_overlap"}
     unknown = set(changes) - allowed
     if unknown:
@@ -198,8 +203,9 @@ def collection_update(*, collection: Collection, user: User | None, **changes: A
     return collection
 
 
-def collection_delete(*, collection: Collection, user: User | None) -> None:
-    require(user, collection.workspace_id, Action.EDIT)
+def collection_delete(*, collection: Collection, user: User | None, check_permission: bool = True) -> None:
+    if check_permission:
+        require(user, collection.workspace_id, Action.EDIT)
     collection_id = collection.pk
     with transaction.atomic():
         audit(action="collection.deleted", actor=user, workspace=collection.workspace_id, target=collection)
@@ -238,12 +244,15 @@ def document_add(
     title: str = "",
     source: str = "",
     metadata: dict[str, Any] | None = None,
+    check_permission: bool = True,
 ) -> Document:
     """Add a document from ``text`` or an uploaded ``file`` (text, Markdown or PDF), chunked and embedded.
 
-    Adding the same text again returns the existing document.
+    Adding the same text again returns the existing document. ``check_permission=False`` is for the
+    admin, where Django's staff permissions gate the page.
     """
-    require(user, collection.workspace_id, Action.EDIT)
+    if check_permission:
+        require(user, collection.workspace_id, Action.EDIT)
     metadata = metadata or {}
     if not isinstance(metadata, dict):
         raise ValidationError({"metadata": "Metadata must be a JSON object."})
@@ -284,9 +293,32 @@ def document_add(
     return document
 
 
-def document_delete(*, document: Document, user: User | None) -> None:
+def document_upload(
+    *,
+    collection: Collection,
+    user: User | None,
+    file: Any,
+    title: str = "",
+    source: str = "",
+    metadata: dict[str, Any] | None = None,
+    check_permission: bool = True,
+) -> Document:
+    """Add an uploaded text, Markdown or PDF file (the pages' name for :func:`document_add` with a file)."""
+    return document_add(
+        collection=collection,
+        user=user,
+        file=file,
+        title=title,
+        source=source,
+        metadata=metadata,
+        check_permission=check_permission,
+    )
+
+
+def document_delete(*, document: Document, user: User | None, check_permission: bool = True) -> None:
     collection = document.collection
-    require(user, collection.workspace_id, Action.EDIT)
+    if check_permission:
+        require(user, collection.workspace_id, Action.EDIT)
     with transaction.atomic():
         audit(
             action="document.deleted",

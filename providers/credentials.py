@@ -118,6 +118,14 @@ def _check(user: User | None, workspace: Workspace | int, check_permission: bool
         require(user, workspace, Action.EDIT)
 
 
+def _check_app_database_flag(user: User | None, extra: dict[str, Any], before: dict[str, Any] | None = None) -> None:
+    """Only staff (or the system) may let workflows query Graphwright's own database through a credential."""
+    wants = bool(extra.get("allow_app_database"))
+    had = bool((before or {}).get("allow_app_database"))
+    if wants and not had and user is not None and not getattr(user, "is_staff", False):
+        raise ValidationError({"extra": ["Only an administrator may allow access to Graphwright's own database."]})
+
+
 def _store_secret(credential: Credential, secret: str) -> None:
     if secret:
         credential.secret_ciphertext, credential.key_id = vault.encrypt(secret)
@@ -145,10 +153,11 @@ def credential_create(
     """Create a credential; its secret is encrypted before it reaches the database."""
     _check(user, workspace, check_permission)
     name = (name or "").strip()
-    extra = dict(extra or {})
+    extra = dict(extra) if isinstance(extra, dict) else ({} if extra is None else extra)
     credential_validate(
         workspace=workspace, name=name, kind=kind, provider=provider, base_url=base_url, extra=extra, secret=secret
     )
+    _check_app_database_flag(user, extra)
     credential = Credential(
         workspace=workspace,
         name=name,
@@ -193,7 +202,7 @@ def credential_update(
     values = {key: getattr(credential, key) for key in EDITABLE_FIELDS}
     values.update(fields)
     values["name"] = (values["name"] or "").strip()
-    values["extra"] = dict(values["extra"] or {})
+    values["extra"] = dict(values["extra"]) if isinstance(values["extra"], dict) else values["extra"] or {}
     credential_validate(
         workspace=credential.workspace_id,
         name=values["name"],
@@ -205,6 +214,7 @@ def credential_update(
         has_secret=bool(credential.secret_ciphertext),
         instance_pk=credential.pk,
     )
+    _check_app_database_flag(user, values["extra"], credential.extra)
     changed = sorted(key for key in EDITABLE_FIELDS if getattr(credential, key) != values[key])
     for key in EDITABLE_FIELDS:
         setattr(credential, key, values[key])

@@ -58,11 +58,16 @@ def get_embedder(name: str = DEFAULT_EMBEDDING_MODEL) -> Any:
         return _models[key]
 
 
+def embedding_dimension(model: Any) -> int:
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(getter())
+
+
 def embed_texts(texts: list[str], *, model_name: str = DEFAULT_EMBEDDING_MODEL, batch_size: int = 32) -> np.ndarray:
     """Unit-length float32 vectors, one row per text (cosine similarity is then an inner product)."""
     model = get_embedder(model_name)
     if not texts:
-        return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
+        return np.zeros((0, embedding_dimension(model)), dtype=np.float32)
     vectors = model.encode(
         texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
     )

@@ -110,7 +110,9 @@ def load_local_model() -> LoadedModel:
             return _loaded
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
 
+        transformers_logging.disable_progress_bar()
         started = time.perf_counter()
         target = converted_directory()
         if not (target / "config.json").exists():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
+import ssl
 import threading
 import typing
 import urllib.parse
@@ -180,10 +181,18 @@ class Allowlist:
         return name in self.hosts or any(name.endswith(suffix) for suffix in self.suffixes)
 
     def allows_ip(self, ip: IPAddress) -> bool:
+        """Whether a listed network holds ``ip``. Metadata addresses need an exact entry: a broad
+        ``0.0.0.0/0`` or ``169.254.0.0/16`` opens internal services, never the instance's credentials."""
         candidates = [ip]
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             candidates.append(ip.ipv4_mapped)
-        return any(c.version == net.version and c in net for c in candidates for net in self.networks)
+        return any(
+            c.version == net.version
+            and c in net
+            and (c not in METADATA_ADDRESSES or net.prefixlen == net.max_prefixlen)
+            for c in candidates
+            for net in self.networks
+        )
 
 
 def current_allowlist() -> Allowlist:
@@ -191,7 +200,12 @@ def current_allowlist() -> Allowlist:
 
 
 def resolve_checked(host: str, port: int, *, allowlist: Allowlist | None = None) -> str:
-    """Resolve ``host`` once and return the one address to connect to, or raise :class:`BlockedDestination`.
+    """Resolve ``host`` once and return the address to connect to, or raise :class:`BlockedDestination`."""
+    return resolve_checked_all(host, port, allowlist=allowlist)[0]
+
+
+def resolve_checked_all(host: str, port: int, *, allowlist: Allowlist | None = None) -> list[str]:
+    """Resolve ``host`` once; return every address it has, all checked, in resolver order.
 
     Every address the name resolves to must pass, so a name that answers with one public and one
     private address is refused rather than left to chance.
@@ -204,11 +218,11 @@ def resolve_checked(host: str, port: int, *, allowlist: Allowlist | None = None)
     literal = ip_literal(name)
     if literal is not None:
         if host_allowed or allowlist.allows_ip(literal):
-            return str(literal)
+            return [str(literal)]
         reason = blocked_reason(literal)
         if reason:
             raise BlockedDestination(host, reason)
-        return str(literal)
+        return [str(literal)]
     if not host_allowed and (name in METADATA_HOSTS or name.endswith(".metadata.google.internal")):
         raise BlockedDestination(host, "cloud metadata host")
     try:
@@ -223,14 +237,14 @@ def resolve_checked(host: str, port: int, *, allowlist: Allowlist | None = None)
     if not addresses:
         raise httpcore.ConnectError(f"Host {host!r} has no address")
     if host_allowed:
-        return str(addresses[0])
+        return [str(ip) for ip in addresses]
     for ip in addresses:
         if allowlist.allows_ip(ip):
             continue
         reason = blocked_reason(ip)
         if reason:
             raise BlockedDestination(host, f"resolves to {ip}, a {reason}")
-    return str(addresses[0])
+    return [str(ip) for ip in addresses]
 
 
 def check_url(url: str, *, allowlist: Allowlist | None = None) -> None:
@@ -283,8 +297,17 @@ class GuardedNetworkBackend(httpcore.SyncBackend):
     ) -> httpcore.NetworkStream:
         if self.aborted:
             raise httpcore.ConnectError("Request aborted")
-        address = resolve_checked(host, port, allowlist=self.allowlist or current_allowlist())
-        stream = super().connect_tcp(address, port, timeout, local_address, socket_options)
+        addresses = resolve_checked_all(host, port, allowlist=self.allowlist or current_allowlist())
+        # Try each checked address in turn (an IPv6 answer may be unreachable while IPv4 works).
+        stream: httpcore.NetworkStream | None = None
+        for index, address in enumerate(addresses):
+            try:
+                stream = super().connect_tcp(address, port, timeout, local_address, socket_options)
+                break
+            except (httpcore.ConnectError, httpcore.ConnectTimeout):
+                if index == len(addresses) - 1 or self.aborted:
+                    raise
+        assert stream is not None
         sock = stream.get_extra_info("socket")
         if sock is not None:
             with self._lock:
@@ -303,16 +326,36 @@ class GuardedNetworkBackend(httpcore.SyncBackend):
                 sock.shutdown(socket.SHUT_RDWR)
 
 
+_default_context: ssl.SSLContext | None = None
+_context_lock = threading.Lock()
+
+
+def _ssl_context(verify: bool | ssl.SSLContext) -> ssl.SSLContext:
+    """Loading the CA bundle costs tens of milliseconds, so the verifying context is built once and shared."""
+    global _default_context
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    if verify is False:
+        return httpx.create_ssl_context(verify=False, trust_env=False)
+    with _context_lock:
+        if _default_context is None:
+            _default_context = httpx.create_ssl_context(verify=True, trust_env=False)
+        return _default_context
+
+
 class GuardedTransport(httpx.HTTPTransport):
     """An ``httpx.HTTPTransport`` whose connections go through :class:`GuardedNetworkBackend`."""
 
-    def __init__(self, *, verify: bool = True, allowlist: Allowlist | None = None, **kwargs: typing.Any):
-        super().__init__(verify=verify, trust_env=False, **kwargs)
+    def __init__(
+        self, *, verify: bool | ssl.SSLContext = True, allowlist: Allowlist | None = None, **kwargs: typing.Any
+    ):
+        # The parent's pool is replaced below, so it gets a cheap unverified context it never uses.
+        super().__init__(verify=False, trust_env=False, **kwargs)
         self.backend = GuardedNetworkBackend(allowlist)
         limits = kwargs.get("limits", httpx.Limits(max_connections=10, max_keepalive_connections=5))
         # httpx builds its pool without a way to pass a network backend; rebuild it with ours.
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            ssl_context=_ssl_context(verify),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

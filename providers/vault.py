@@ -153,3 +153,22 @@ def reencrypt(token: str, stored_key_id: str = "") -> tuple[str, str]:
 def reset_cache() -> None:
     with _cache_lock:
         _cache.clear()
+
+
+def check_encryption_keys(app_configs: object = None, **kwargs: object) -> list:
+    """System check: every configured key must be a valid Fernet key (``manage.py check`` fails otherwise)."""
+    from django.core.checks import Error
+
+    errors = []
+    for index, key in enumerate(getattr(settings, "ENCRYPTION_KEYS", None) or []):
+        try:
+            Fernet(key.strip().encode())
+        except (ValueError, TypeError):
+            errors.append(
+                Error(
+                    f"ENCRYPTION_KEYS[{index}] is not a valid Fernet key (32 url-safe base64-encoded bytes).",
+                    hint="Generate one with `manage.py rotate_encryption_key --generate-key`.",
+                    id="providers.E001",
+                )
+            )
+    return errors

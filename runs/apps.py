@@ -1,3 +1,5 @@
+import contextlib
+
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
@@ -8,10 +10,9 @@ def _ensure_schedules(sender, using: str = "default", **kwargs) -> None:
 
     from .tasks import ensure_schedules
 
-    try:
+    # DatabaseError: django_q's tables are not migrated yet (a partial migrate).
+    with contextlib.suppress(DatabaseError):
         ensure_schedules()
-    except DatabaseError:  # django_q's tables are not migrated yet (a partial migrate)
-        pass
 
 
 class RunsConfig(AppConfig):

@@ -184,25 +184,13 @@ def _workspace_ids(user) -> list[int]:
     return list(Workspace.objects.for_user(user).values_list("pk", flat=True))
 
 
-def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": run["pk"],
-        "status": run["status"],
-        "workflow": run["workflow_id"],
-        "workspace": run["workspace_id"],
-        "trigger": run["trigger"],
-        "updated_at": run["updated_at"].isoformat(),
-    }
-
-
 @database_sync_to_async
-def _changed_runs(workspace_ids: list[int], since) -> list[dict[str, Any]]:
-    rows = (
-        Run.objects.filter(workspace_id__in=workspace_ids, updated_at__gt=since)
-        .order_by("updated_at")
-        .values("pk", "status", "workflow_id", "workspace_id", "trigger", "updated_at")[:200]
-    )
-    return list(rows)
+def _changed_runs(workspace_ids: list[int], since) -> list[tuple[Any, dict[str, Any]]]:
+    """``(updated_at, run summary)`` for runs changed after ``since``, as the engine pushes them."""
+    from .events import run_status_message
+
+    runs = Run.objects.filter(workspace_id__in=workspace_ids, updated_at__gt=since).order_by("updated_at")[:200]
+    return [(run.updated_at, run_status_message(run)["run"]) for run in runs]
 
 
 class UserEventsConsumer(AsyncJsonWebsocketConsumer):
@@ -243,9 +231,9 @@ class UserEventsConsumer(AsyncJsonWebsocketConsumer):
         try:
             while not self.closed:
                 await asyncio.sleep(interval)
-                for row in await _changed_runs(self.workspace_ids, self.since):
-                    self.since = max(self.since, row["updated_at"])
-                    await self._push(_run_summary(row))
+                for updated_at, summary in await _changed_runs(self.workspace_ids, self.since):
+                    self.since = max(self.since, updated_at)
+                    await self._push(summary)
         except asyncio.CancelledError:
             raise
         except Exception:

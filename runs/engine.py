@@ -15,6 +15,7 @@ stops the run at once; in-flight attempts get their ``cancel_event`` set and are
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -661,10 +662,8 @@ class Engine:
         if self.lease_lost:
             return
         for node_id in stopped:
-            try:
+            with contextlib.suppress(IllegalTransition):
                 events.transition_node(self.node_runs[node_id], NodeRunStatus.CANCELLED)
-            except IllegalTransition:
-                pass
 
     # -- waiting nodes (approvals) ----------------------------------------------------------------
     def _poll_waiting(self) -> None:

@@ -201,9 +201,9 @@ def transition_node(
         payload: dict[str, Any] = {"node_id": node_run.node_id, "node_type": node_run.node_type, "status": new}
         if "attempt" in fields:
             payload["attempt"] = fields["attempt"]
-        if "error" in fields and fields["error"]:
+        if fields.get("error"):
             payload["error"] = fields["error"]
-        if "branch" in fields and fields["branch"]:
+        if fields.get("branch"):
             payload["branch"] = fields["branch"]
         if "duration_ms" in fields and fields["duration_ms"] is not None:
             payload["duration_ms"] = round(fields["duration_ms"], 3)

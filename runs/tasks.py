@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import traceback
 from datetime import timedelta
@@ -28,10 +29,8 @@ def execute_run(run_id: int) -> str:
         close_old_connections()
         run = Run.objects.filter(pk=run_id).first()
         if run is not None and not run.is_finished:
-            try:
+            with contextlib.suppress(IllegalTransition):
                 engine.finish_run(run, RunStatus.FAILED, error="Engine crashed:\n" + traceback.format_exc()[-4000:])
-            except IllegalTransition:
-                pass
         raise
     return f"run {run_id}: {run.status if run else 'nothing to do'}"
 

@@ -17,7 +17,7 @@ from typing import Any
 from .choices import DEFINITION_FORMAT, ERROR_BRANCH, Backoff, OnError
 
 NODE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-INPUT_TYPES = ("string", "number", "integer", "boolean", "object", "array", "any")
+INPUT_TYPES = ("string", "number", "integer", "boolean", "object", "array", "file")  # as runs.services checks
 RETRY_KEYS = {"max_attempts", "backoff", "initial_delay", "max_delay"}
 MAX_ATTEMPTS_LIMIT = 20
 
@@ -111,7 +111,7 @@ def _check_inputs(inputs: Any) -> list[GraphError]:
                 GraphError("malformed", f'Input {name!r} must be an object like {{"type": ...}}.', field=where)
             )
             continue
-        if spec.get("type", "any") not in INPUT_TYPES:
+        if spec.get("type", "string") not in INPUT_TYPES:
             errors.append(
                 GraphError(
                     "malformed",

@@ -337,14 +337,22 @@ def workflow_current_version(*, workflow: Workflow, user: User | None) -> Workfl
     """The version a new run pins: the latest one if the draft is unchanged, else a new one.
 
     Needs only the right to run: starting a run of an edited draft publishes it (noted as such).
+    A workflow without any draft nodes runs its latest version. ValidationError if the draft is invalid.
     """
     require(user, workflow.workspace_id, Action.RUN)
+    if not workflow.nodes.exists():
+        # No draft rows at all (a workflow made only of versions, e.g. by a script): run the latest one.
+        latest = workflow.latest_version()
+        if latest is not None:
+            return latest
     return _publish(workflow, user, AUTO_PUBLISH_NOTE)
 
 
 def workflow_is_dirty(*, workflow: Workflow) -> bool:
     """Whether the draft differs from the latest published version (or nothing is published yet)."""
     latest = workflow.latest_version()
+    if latest is not None and not workflow.nodes.exists():
+        return False
     return latest is None or latest.definition != workflow_definition(workflow=workflow)
 
 

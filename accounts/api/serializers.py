@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import AuditLog, Workspace
@@ -26,6 +27,7 @@ class WorkspaceSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "slug", "is_personal", "role", "created_at"]
         read_only_fields = fields
 
+    @extend_schema_field(serializers.CharField(allow_null=True))
     def get_role(self, workspace: Workspace) -> str | None:
         roles = self.context.get("roles") or {}
         return roles.get(workspace.pk)

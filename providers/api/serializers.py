@@ -16,6 +16,9 @@ class CredentialSerializer(serializers.ModelSerializer):
         write_only=True, required=False, allow_blank=False, max_length=10000, style={"input_type": "password"}
     )
     extra = ObjectField(required=False)
+    base_url = serializers.CharField(
+        max_length=500, required=False, allow_blank=True, help_text="http(s) URL or empty."
+    )
 
     class Meta:
         model = Credential
@@ -47,10 +50,9 @@ class CredentialSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         extra_kwargs = {"kind": {"choices": CredentialKind.choices}, "provider": {"choices": Provider.choices}}
+        validators: list = []  # the services check name uniqueness within the workspace
 
     def validate(self, attrs):
-        if self.instance is None and not attrs.get("secret"):
-            raise serializers.ValidationError({"secret": ["This field is required."]})
         if self.instance is not None and "workspace" in attrs and attrs["workspace"].pk != self.instance.workspace_id:
             raise serializers.ValidationError({"workspace": ["A credential cannot move to another workspace."]})
         return attrs
@@ -82,6 +84,7 @@ class CollectionSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["id", "document_count", "created_at", "updated_at"]
         extra_kwargs = {"chunk_size": {"min_value": 50, "max_value": 20000}, "chunk_overlap": {"max_value": 10000}}
+        validators: list = []  # the services check name uniqueness within the workspace
 
     def validate(self, attrs):
         size = attrs.get("chunk_size", getattr(self.instance, "chunk_size", 800))

@@ -61,6 +61,7 @@ class RunSerializer(serializers.ModelSerializer):
     version = serializers.IntegerField(source="version.number", read_only=True)
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    callback_url = serializers.CharField(read_only=True, help_text="Empty when the run has none.")
 
     class Meta:
         model = Run

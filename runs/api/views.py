@@ -83,20 +83,21 @@ def start_run_response(request, workflow: Workflow, *, trigger: str = TriggerTyp
         if existing is not None:
             return _replay(existing, request_hash, mode)
 
-    start_mode = "async" if contents else mode  # uploads are stored before the run may execute
+    start = {
+        "workflow": workflow,
+        "user": request.user,
+        "inputs": inputs,
+        "trigger": trigger,
+        "idempotency_key": key,
+        "request_hash": request_hash,
+        "callback_url": data["callback_url"],
+    }
     try:
-        with transaction.atomic():
-            run = run_start(
-                workflow=workflow,
-                user=request.user,
-                inputs=inputs,
-                trigger=trigger,
-                mode=start_mode,
-                idempotency_key=key,
-                request_hash=request_hash,
-                callback_url=data["callback_url"],
-            )
-            if contents:
+        if not contents:  # run_start commits on its own; a sync run executes after that commit
+            run = run_start(mode=mode, **start)
+        else:  # uploads are stored with the queued run, before it may execute
+            with transaction.atomic():
+                run = run_start(mode="async", **start)
                 stored = dict(run.inputs or inputs)
                 for name, content in contents.items():
                     upload = uploads[name]
@@ -114,7 +115,7 @@ def start_run_response(request, workflow: Workflow, *, trigger: str = TriggerTyp
             raise
         return _replay(existing, request_hash, mode)
     if contents and mode == "sync":
-        run = run_execute(run=Run.objects.get(pk=run.pk))
+        run = run_execute(run=Run.objects.get(pk=run.pk), force=True)
     run.refresh_from_db()
     code = status.HTTP_201_CREATED if mode == "sync" else status.HTTP_202_ACCEPTED
     return Response(RunDetailSerializer(run, context={"request": request}).data, status=code)

@@ -163,3 +163,14 @@ def test_members_page_refuses_non_owners(client, user, other_user):
     # A workspace the user is not in does not exist for them.
     client.force_login(User.objects.create_user(username="stranger", password=PASSWORD))
     assert client.get(url).status_code == 404
+
+
+def test_audit_entries_from_a_request_note_the_client_address(client, user):
+    from accounts.models import AuditLog
+
+    client.force_login(user)
+    client.post(reverse("accounts:tokens"), {"name": "ci"}, REMOTE_ADDR="203.0.113.7")
+    entry = AuditLog.objects.get(action="token.created")
+    assert entry.ip_address == "203.0.113.7"
+    assert entry.actor == user
+    assert AuditLog.objects.get(action="workspace.created").ip_address is None  # made outside a request

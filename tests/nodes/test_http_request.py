@@ -94,6 +94,13 @@ def test_json_body(node, http_server):
 
 
 @pytest.mark.usefixtures("allow_loopback")
+def test_body_without_a_type_is_json(node, http_server):
+    output = run(node, {"method": "POST", "url": http_server.url("/echo"), "body": {"n": "{{ inputs.n }}"}})
+    assert json.loads(output["json"]["body"]) == {"n": 3}
+    assert node.validate_config({"url": "http://x", "body": {"a": 1}})[0].path == "config.body_type"  # GET
+
+
+@pytest.mark.usefixtures("allow_loopback")
 def test_form_body(node, http_server):
     config = {
         "method": "POST",
@@ -270,6 +277,27 @@ def test_auth_from_a_credential_never_leaks(node, http_server, workspace, user, 
     from accounts.models import AuditLog
 
     assert AuditLog.objects.filter(action="credential.used", target_id=str(credential.pk)).count() == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("allow_loopback")
+@pytest.mark.parametrize(
+    ("kind", "extra", "header"),
+    [
+        (CredentialKind.HTTP_HEADER, {"header_name": "X-Api-Key"}, "X-Api-Key"),
+        (CredentialKind.HTTP_BEARER, {}, "Authorization"),
+    ],
+)
+def test_credentials_are_not_sent_to_another_origin_on_redirect(
+    node, http_server, workspace, user, kind, extra, header
+):
+    credential_create(workspace=workspace, user=user, name="svc", kind=kind, secret=SECRET, extra=extra)
+    same = http_server.url("/redirect?to=/echo")
+    run(node, {"url": same, "credential": "svc"}, workspace=workspace)
+    assert [header in r.headers for r in http_server.requests] == [True, True]
+    other = http_server.url("/echo", host="localhost")  # another origin (same loopback server)
+    run(node, {"url": http_server.url(f"/redirect?to={other}"), "credential": "svc"}, workspace=workspace)
+    assert [header in r.headers for r in http_server.requests[2:]] == [True, False]
 
 
 @pytest.mark.django_db

@@ -2,13 +2,15 @@
 
 Routes: ``/echo`` (any method: what arrived, minus credentials), ``/whoami`` (echoes the
 Authorization header, to prove outputs scrub it), ``/status/<code>``, ``/redirect?to=<url>``,
-``/json``, ``/text``, ``/big?bytes=N[&length=0]``, ``/hang`` (holds the response until released).
+``/json``, ``/text``, ``/big?bytes=N[&length=0]``, ``/hang`` (holds the response until released),
+``/flaky?key=K&fail=N`` (503 for the first N requests of K, then 200).
 Every request is recorded in ``server.requests`` with its headers, so tests check what was sent.
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
@@ -31,13 +33,15 @@ class LoopbackServer:
     requests: list[Recorded] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     hanging: threading.Event = field(default_factory=threading.Event)
+    counts: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def port(self) -> int:
         return self.httpd.server_address[1]
 
-    def url(self, path: str = "/", host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
+    def url(self, path: str = "/", host: str = "127.0.0.1", scheme: str = "http") -> str:
+        return f"{scheme}://{host}:{self.port}{path}"
 
     def last(self) -> Recorded:
         return self.requests[-1]
@@ -117,6 +121,15 @@ class Handler(BaseHTTPRequestHandler):
                     sent += len(piece)
             except (BrokenPipeError, ConnectionResetError):
                 pass
+        elif route == "/flaky":  # fails with 503 the first ``fail`` times a ``key`` is asked for
+            key = query.get("key", [""])[0]
+            with self.box.lock:
+                self.box.counts[key] = self.box.counts.get(key, 0) + 1
+                count = self.box.counts[key]
+            if count <= int(query.get("fail", ["1"])[0]):
+                self._json(503, {"attempt": count})
+            else:
+                self._json(200, {"attempt": count})
         elif route == "/hang":
             self.box.hanging.set()
             self.box.release.wait(30)
@@ -138,9 +151,11 @@ class Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 
 
-def start_server(host: str = "127.0.0.1") -> LoopbackServer:
+def start_server(host: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None) -> LoopbackServer:
     httpd = ThreadingHTTPServer((host, 0), Handler)
     httpd.daemon_threads = True
+    if ssl_context is not None:
+        httpd.socket = ssl_context.wrap_socket(httpd.socket, server_side=True)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     box = LoopbackServer(httpd=httpd, thread=thread)
     httpd.box = box  # type: ignore[attr-defined]

@@ -65,6 +65,7 @@ def test_names_are_unique_per_workspace(workspace, user, other_user):
         (CredentialKind.LLM, {"provider": "openai"}, "secret"),
         ("nope", {"secret": "x"}, "kind"),
         (CredentialKind.HTTP_BEARER, {"secret": "x", "base_url": "ftp://x"}, "base_url"),
+        (CredentialKind.HTTP_BEARER, {"secret": "x", "extra": ["not", "an", "object"]}, "extra"),
     ],
 )
 def test_bad_input_gets_field_errors(workspace, user, kind, kwargs, field):
@@ -196,7 +197,13 @@ def test_database_test_connects_and_selects_one(settings, workspace, user, tmp_p
 
 def test_llm_test_says_when_the_llm_helper_is_missing(workspace, user):
     credential = credential_create(
-        workspace=workspace, user=user, name="llm", kind=CredentialKind.LLM, provider="openai", secret=SECRET
+        workspace=workspace,
+        user=user,
+        name="llm",
+        kind=CredentialKind.LLM,
+        provider="openai_compatible",
+        base_url="http://127.0.0.1:9/v1",  # nothing listens there: the test fails fast, and says so
+        secret=SECRET,
     )
     credential_test(credential=credential, user=user)
     credential.refresh_from_db()
@@ -205,7 +212,8 @@ def test_llm_test_says_when_the_llm_helper_is_missing(workspace, user):
     except ImportError:
         assert credential.last_test_ok is False and "not available yet" in credential.last_test_message
     else:
-        assert credential.last_tested_at is not None
+        assert credential.last_tested_at is not None and credential.last_test_ok is False
+        assert credential.last_test_message
     assert SECRET not in credential.last_test_message
 
 
@@ -261,3 +269,55 @@ def test_admin_test_action(admin_client, workspace, user, settings, http_server)
     assert "HTTP 200 OK" in response.content.decode()
     credential.refresh_from_db()
     assert credential.last_test_ok is True
+    # the change page has its own "Save and test" button
+    change_url = reverse("admin:providers_credential_change", args=[credential.pk])
+    page = admin_client.get(change_url).content.decode()
+    assert 'name="_test"' in page
+    form = {
+        "workspace": workspace.pk,
+        "name": "api",
+        "kind": CredentialKind.HTTP_BEARER,
+        "base_url": http_server.url("/status/403"),
+        "extra": "{}",
+        "is_active": "on",
+        "secret": "",
+        "_test": "1",
+    }
+    response = admin_client.post(change_url, form, follow=True)
+    assert "HTTP 403" in response.content.decode()
+    credential.refresh_from_db()
+    assert credential.last_test_ok is False and credential.base_url.endswith("/status/403")
+
+
+# -- API and pages never show the secret ------------------------------------------------------------
+def test_api_and_pages_show_only_the_mask(api_client, client, user, workspace, caplog):
+    caplog.set_level(logging.DEBUG)
+    created = api_client.post(
+        "/api/v1/credentials/",
+        {"workspace": workspace.pk, "name": "via-api", "kind": "http_bearer", "secret": SECRET},
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+    credential = Credential.objects.get(name="via-api")
+    assert credential_secret(credential) == SECRET
+    responses = [
+        created,
+        api_client.get("/api/v1/credentials/"),
+        api_client.get(f"/api/v1/credentials/{credential.pk}/"),
+        api_client.patch(f"/api/v1/credentials/{credential.pk}/", {"default_model": "m"}, format="json"),
+    ]
+    duplicate = api_client.post(
+        "/api/v1/credentials/",
+        {"workspace": workspace.pk, "name": "via-api", "kind": "http_bearer", "secret": SECRET},
+        format="json",
+    )
+    assert duplicate.status_code == 400 and "name" in duplicate.content.decode()
+    client.force_login(user)
+    responses += [client.get(reverse("credential_list")), client.get(reverse("credential_edit", args=[credential.pk]))]
+    for response in [*responses, duplicate]:
+        assert response.status_code in (200, 201, 400)
+        assert SECRET not in response.content.decode()
+    assert credential.secret_mask in responses[1].content.decode()
+    credential.refresh_from_db()
+    assert credential_secret(credential) == SECRET  # the PATCH without a secret kept it
+    assert SECRET not in caplog.text

@@ -111,7 +111,7 @@ def test_429_gives_up_after_the_last_attempt(provider, fake):
 def test_401_is_not_retried(provider, fake):
     fake.fail(401)
     model = model_for(provider, fake)
-    with pytest.raises(Exception):  # noqa: B017 - each SDK raises its own type
+    with pytest.raises(Exception):  # each SDK raises its own type
         call_with_retry(lambda: model.invoke("Hi"), attempts=3, base_delay=0.01)
     assert len(fake.chat_requests()) == 1
 
@@ -122,3 +122,40 @@ def test_stop_and_max_tokens_reach_the_provider(provider, fake):
     body = str(fake.chat_requests()[0].body)
     assert "END" in body
     assert "32" in body  # max tokens under each protocol's own name
+
+
+# -- "Test" on a saved credential: lists the provider's models -----------------------------------------------
+
+
+@pytest.mark.django_db
+def test_credential_test_lists_models(provider, fake, workspace, user):
+    from providers.credentials import credential_create, credential_test
+
+    credential = credential_create(
+        workspace=workspace,
+        user=user,
+        name=f"{provider}-key",
+        kind="llm",
+        provider=provider,
+        base_url=fake.base_url,
+        secret=SECRET,
+    )
+    credential = credential_test(credential=credential, user=user)
+    assert credential.last_test_ok is True, credential.last_test_message
+    assert credential.last_test_message.startswith("OK: ")
+    assert "model" in credential.last_test_message or "gemini" in credential.last_test_message
+    request = fake.requests[-1]
+    assert request.method == "GET"
+    assert SECRET in " ".join(request.headers.values())
+
+
+@pytest.mark.django_db
+def test_credential_test_reports_a_rejected_key(provider, fake, workspace, user):
+    from providers.credentials import credential_create, credential_test
+
+    credential = credential_create(
+        workspace=workspace, user=user, name="bad", kind="llm", provider=provider, base_url=fake.base_url, secret="bad"
+    )
+    credential = credential_test(credential=credential, user=user)
+    assert credential.last_test_ok is False
+    assert "401" in credential.last_test_message

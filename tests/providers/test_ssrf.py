@@ -127,6 +127,10 @@ def test_allowlist_hosts_ips_and_networks(settings):
     assert allow.allows_host("internal.example.")
     assert allow.allows_host("api.corp.test")
     assert not allow.allows_host("corp.test.evil.com")
+    broad = Allowlist(["0.0.0.0/0", "169.254.0.0/16"])
+    assert broad.allows_ip(ipaddress.ip_address("10.1.1.1"))
+    assert not broad.allows_ip(ipaddress.ip_address("169.254.169.254"))  # metadata needs an exact entry
+    assert Allowlist(["169.254.169.254"]).allows_ip(ipaddress.ip_address("169.254.169.254"))
     settings.SSRF_ALLOWLIST = ["127.0.0.1"]
     assert resolve_checked("2130706433", 80) == "127.0.0.1"
     assert resolve_checked("localhost", 80) == "127.0.0.1"
@@ -186,3 +190,83 @@ def test_unresolvable_host_is_a_connect_error(settings):
     settings.SSRF_ALLOWLIST = []
     with guarded_client(timeout=5) as client, pytest.raises(httpx.ConnectError):
         client.get("http://no-such-host.invalid/")
+
+
+def _self_signed(tmp_path, name: str):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+def test_tls_keeps_sni_and_certificate_checks_on_the_name(settings, tmp_path, monkeypatch):
+    """Connecting to the checked IP must not weaken TLS: SNI and hostname verification use the URL's name."""
+    import ssl
+
+    from .loopback import start_server
+
+    cert_path, key_path = _self_signed(tmp_path, "service.test")
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert_path, key_path)
+    seen_sni: list[str | None] = []
+    server_ctx.sni_callback = lambda sock, server_name, ctx: seen_sni.append(server_name)
+    server = start_server(ssl_context=server_ctx)
+    settings.SSRF_ALLOWLIST = ["127.0.0.1"]
+    real = socket.getaddrinfo
+    monkeypatch.setattr(
+        socket, "getaddrinfo", lambda host, *a, **k: real("127.0.0.1" if host == "service.test" else host, *a, **k)
+    )
+    trust = ssl.create_default_context(cafile=str(cert_path))
+    try:
+        with guarded_client(verify=trust) as client:
+            response = client.get(server.url("/echo", host="service.test", scheme="https"))
+            assert response.status_code == 200
+            assert response.json()["headers"]["host"] == f"service.test:{server.port}"
+            assert seen_sni == ["service.test"]
+            # the same server reached by its IP: the certificate does not match, so TLS refuses
+            with pytest.raises(httpx.ConnectError, match=r"(?i)certificate|hostname|IP address mismatch"):
+                client.get(server.url("/echo", scheme="https"))
+    finally:
+        server.stop()
+
+
+def test_every_checked_address_is_tried_in_turn(settings, http_server, monkeypatch):
+    """A name with an unreachable first answer still connects, and only to addresses that were checked."""
+    settings.SSRF_ALLOWLIST = ["127.0.0.1", "::1"]
+    real = socket.getaddrinfo
+
+    def two_answers(host, port, *args, **kwargs):
+        if host == "dual.test":
+            return real("::1", port, *args, **kwargs) + real("127.0.0.1", port, *args, **kwargs)
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_answers)
+    with guarded_client(timeout=5) as client:
+        assert client.get(f"http://dual.test:{http_server.port}/echo").status_code == 200
+    settings.SSRF_ALLOWLIST = ["127.0.0.1"]  # now ::1 is not allowed: the whole name is refused
+    with guarded_client(timeout=5) as client, pytest.raises(BlockedDestination, match="loopback"):
+        client.get(f"http://dual.test:{http_server.port}/echo")

@@ -123,3 +123,11 @@ def test_generate_key_prints_a_usable_key(settings):
     settings.ENCRYPTION_KEYS = [out.getvalue().strip()]
     token, _ = vault.encrypt("x")
     assert vault.decrypt(token) == "x"
+
+
+def test_system_check_flags_a_bad_key(settings):
+    from django.core import checks
+
+    settings.ENCRYPTION_KEYS = [vault.generate_key(), "short"]
+    errors = [e for e in checks.run_checks(tags=[checks.Tags.security]) if e.id == "providers.E001"]
+    assert len(errors) == 1 and "ENCRYPTION_KEYS[1]" in errors[0].msg

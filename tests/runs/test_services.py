@@ -81,7 +81,7 @@ def test_cancel_a_queued_run_it_never_starts(make_workflow, user):
 def test_cancel_a_running_run_stops_it_quickly(make_workflow, user):
     nodes = [{"id": "slow", "type": "test_sleep", "config": {"seconds": 60}}, tpl("after")]
     run = run_start(workflow=make_workflow(nodes, chain(*nodes)), user=user)
-    thread, result = in_thread(lambda: run_execute(run=run))
+    thread, _ = in_thread(lambda: run_execute(run=run))
     assert wait_for(lambda: NodeRun.objects.filter(run=run, node_id="slow", status="running").exists())
     run_cancel(run=Run.objects.get(pk=run.pk), user=user)
     thread.join(timeout=5)
@@ -206,7 +206,7 @@ def test_approval_restricted_to_approvers(make_workflow, user, make_member):
 
 # -- sub-workflows and loops -----------------------------------------------------------------------
 def test_subworkflow_returns_the_child_outputs(make_workflow, user):
-    child = make_workflow([tpl("double", "{{ inputs.x * 2 }}")], slug="child")
+    make_workflow([tpl("double", "{{ inputs.x * 2 }}")], slug="child")
     parent_nodes = [
         {"id": "call", "type": "subworkflow", "config": {"workflow": "child", "inputs": {"x": "{{ inputs.n }}"}}}
     ]

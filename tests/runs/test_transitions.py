@@ -91,14 +91,14 @@ def test_cancel_and_late_success_race_cancel_always_wins(make_workflow, user):
         barrier = threading.Barrier(2)
         outcome: dict[str, object] = {}
 
-        def cancel(run_id=run.pk):
+        def cancel(run_id=run.pk, barrier=barrier, outcome=outcome):
             barrier.wait()
             try:
                 outcome["cancel"] = run_cancel(run=Run.objects.get(pk=run_id)).status
             finally:
                 connections.close_all()
 
-        def succeed(run_id=run.pk):
+        def succeed(run_id=run.pk, barrier=barrier, outcome=outcome):
             barrier.wait()
             try:
                 engine.finish_run(Run.objects.get(pk=run_id), RunStatus.SUCCEEDED, outputs={})

@@ -227,3 +227,14 @@ def test_node_and_edge_edits(flow, user):
     assert not flow.nodes.filter(node_id="final").exists()
     with pytest.raises(ValidationError):
         workflow_node_remove(workflow=flow, user=user, node_id="final")
+
+
+def test_current_version_of_a_workflow_without_draft_rows(workspace, user, linear_doc):
+    from workflows.models import WorkflowVersion
+
+    workflow = Workflow.objects.create(workspace=workspace, name="Scripted", slug="scripted")
+    with pytest.raises(ValidationError):
+        workflow_current_version(workflow=workflow, user=user)  # nothing to run at all
+    version = WorkflowVersion.objects.create(workflow=workflow, number=1, definition=linear_doc)
+    assert workflow_current_version(workflow=workflow, user=user) == version
+    assert not workflow_is_dirty(workflow=workflow)

@@ -89,6 +89,7 @@ class WorkflowSerializer(serializers.ModelSerializer):
         data["definition"] = workflow_definition(workflow=instance)
         return data
 
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_current_version(self, workflow: Workflow) -> int | None:
         version = workflow.latest_version()
         return version.number if version else None
@@ -178,6 +179,7 @@ class TriggerSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "workflow", "url", "next_run_at", "last_fired_at", "created_at", "updated_at"]
         extra_kwargs = {"kind": {"choices": TriggerKind.choices}}
 
+    @extend_schema_field(serializers.CharField(allow_null=True))
     def get_url(self, trigger: Trigger) -> str | None:
         if trigger.kind != TriggerKind.WEBHOOK:
             return None
@@ -185,7 +187,7 @@ class TriggerSerializer(serializers.ModelSerializer):
         request = self.context.get("request")
         return request.build_absolute_uri(path) if request is not None else settings.SITE_URL + path
 
-    @extend_schema_field(OpenApiTypes.DATETIME)
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_next_run_at(self, trigger: Trigger) -> Any:
         schedule = trigger.schedule if trigger.schedule_id else None
         return schedule.next_run if schedule is not None else None

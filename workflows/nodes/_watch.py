@@ -34,14 +34,14 @@ def watch_cancel(ctx: NodeContext, abort: Callable[[], None], *, poll: float = 0
     done = threading.Event()
 
     def watcher() -> None:
-        while not done.is_set():
-            if ctx.cancel_event.wait(poll):
+        # Waiting on ``done`` (not on the cancel event) lets the body's end wake the watcher at once.
+        while not done.wait(poll):
+            if ctx.cancel_event.is_set():
                 watch.reason = "cancelled"
             elif ctx.deadline is not None and time.monotonic() >= ctx.deadline:
                 watch.reason = "timeout"
             if watch.reason:
-                if not done.is_set():
-                    abort()
+                abort()
                 return
 
     thread = threading.Thread(target=watcher, name=f"watch-{ctx.node_id}", daemon=True)

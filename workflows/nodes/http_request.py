@@ -97,7 +97,10 @@ class HttpRequestNode(NodeType):
             "url": {"type": "string", "minLength": 1, "description": "Template allowed."},
             "query": {"type": ["object", "string"], "description": "Query parameters (values are templates)."},
             "headers": {"type": ["object", "string"], "additionalProperties": {"type": "string"}},
-            "body_type": {"enum": ["none", "json", "form", "raw"], "default": "none"},
+            "body_type": {
+                "enum": ["none", "json", "form", "raw"],
+                "description": "Defaults to json when a body is given, else none.",
+            },
             "body": {"description": "JSON value, form object or raw text; templates allowed."},
             "content_type": {"type": "string", "description": "Content-Type for a raw body."},
             "credential": {"type": ["string", "integer"], "description": "Credential name or id for auth."},
@@ -117,16 +120,18 @@ class HttpRequestNode(NodeType):
             problem = templating.check_syntax(value)
             if problem:
                 errors.append(ConfigError(path, f"Template error: {problem}"))
-        body_type = config.get("body_type", "none")
         body = config.get("body")
+        body_type = _body_type(config)
         if body_type == "none" and body not in (None, "", {}):
             errors.append(ConfigError("config.body_type", "Pick a body type (json, form or raw) to send a body."))
         if body_type == "form" and body is not None and not isinstance(body, dict | str):
             errors.append(ConfigError("config.body", "A form body is an object of fields."))
         if body_type == "raw" and body is not None and not isinstance(body, str):
             errors.append(ConfigError("config.body", "A raw body is text."))
-        if config.get("method") in ("GET", "HEAD") and body_type != "none":
-            errors.append(ConfigError("config.body_type", f"{config['method']} requests do not send a body."))
+        if config.get("method", "GET") in ("GET", "HEAD") and body_type != "none":
+            errors.append(
+                ConfigError("config.body_type", f"{config.get('method', 'GET')} requests do not send a body.")
+            )
         url = config.get("url", "")
         if isinstance(url, str) and "{" not in url and not url.lower().startswith(("http://", "https://")):
             errors.append(ConfigError("config.url", "Use an http:// or https:// URL."))
@@ -147,7 +152,7 @@ class HttpRequestNode(NodeType):
             str(k): _as_text(v, f"headers.{k}")
             for k, v in _as_mapping(ctx.render(config.get("headers") or {}), "headers").items()
         }
-        body_type = config.get("body_type") or "none"
+        body_type = _body_type(config)
         request_kwargs: dict[str, Any] = {}
         if body_type != "none" and method not in ("GET", "HEAD"):
             body = ctx.render(config.get("body"))
@@ -160,7 +165,7 @@ class HttpRequestNode(NodeType):
                 headers.setdefault("Content-Type", config.get("content_type") or "text/plain; charset=utf-8")
 
         secrets: list[str] = []
-        sensitive = set()
+        sensitive: set[str] = set()
         credential_ref = config.get("credential")
         if credential_ref not in (None, ""):
             try:
@@ -207,12 +212,21 @@ class HttpRequestNode(NodeType):
             raise NodeError(f"Invalid URL or query: {exc}", retryable=False) from exc
         started = time.monotonic()
         transport = GuardedTransport()
+        origin = (request_url.scheme, request_url.host, request_url.port)
+
+        def strip_credentials_off_origin(request: httpx.Request) -> None:
+            # httpx drops Authorization on a cross-origin redirect, but not a custom credential header.
+            if (request.url.scheme, request.url.host, request.url.port) != origin:
+                for name in sensitive:
+                    request.headers.pop(name, None)
+
         client = httpx.Client(
             transport=transport,
             timeout=timeout,
             follow_redirects=follow,
             max_redirects=int(config.get("max_redirects", 5)),
             trust_env=False,
+            event_hooks={"request": [strip_credentials_off_origin]},
         )
         try:
             with watch_cancel(ctx, transport.backend.abort) as watch:
@@ -263,6 +277,12 @@ class HttpRequestNode(NodeType):
 
 
 # -- helpers -------------------------------------------------------------------------------------
+def _body_type(config: dict[str, Any]) -> str:
+    if config.get("body_type"):
+        return str(config["body_type"])
+    return "json" if config.get("body") not in (None, "") else "none"
+
+
 def _template_strings(value: Any, path: str) -> list[tuple[str, str]]:
     if isinstance(value, str):
         return [(path, value)] if "{" in value else []

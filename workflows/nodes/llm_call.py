@@ -100,6 +100,12 @@ def resolve_llm(ctx: NodeContext, config: dict[str, Any]):
             raise NodeError(f"Credential {ref!r}: {message}", retryable=False) from exc
         if credential is None:
             raise NodeError(f"Credential {ref!r} not found in this workspace.", retryable=False)
+        try:
+            from providers.credentials import credential_mark_used
+
+            credential_mark_used(credential=credential, run_id=ctx.run_id, node_id=ctx.node_id)
+        except ImportError:
+            pass
     try:
         return resolve_provider(
             provider=config.get("provider") or "", credential=credential, model=config.get("model") or ""
@@ -227,6 +233,7 @@ def chat_once(
 
 # -- JSON mode ---------------------------------------------------------------------------------------------
 
+_CITATION = re.compile(r"\[(\d{1,3})\]")
 _FENCE = re.compile(r"^```(?:json)?\s*(?P<body>.*?)\s*```$", re.DOTALL)
 
 
@@ -277,6 +284,15 @@ class LLMCallNode(NodeType):
             "json_schema": {"type": "object", "description": "Validate the parsed JSON against this schema."},
             "json_retries": {"type": "integer", "minimum": 0, "maximum": 5, "default": 2},
             "stream": {"type": "boolean", "default": True, "description": "Emit llm.token events."},
+            "sources": {
+                "type": ["string", "array"],
+                "description": "Passages the answer may cite as [1], [2]… (e.g. {{ nodes.search.output.results }}).",
+            },
+            "sources_artifact": {
+                "type": "string",
+                "pattern": "^[A-Za-z0-9_.-]{1,100}$",
+                "description": "Save the sources, marked cited or not, as this artifact (e.g. sources.json).",
+            },
         },
         "additionalProperties": False,
     }
@@ -324,6 +340,37 @@ class LLMCallNode(NodeType):
         if not any(isinstance(m, HumanMessage) for m in messages):
             raise NodeError("The rendered prompt is empty.", retryable=False)
         return messages
+
+    def with_citations(self, ctx: NodeContext, config: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+        """Mark which of ``sources`` the answer cites ([n]) and save them as an artifact when asked."""
+        if config.get("sources") in (None, "", []):
+            return result
+        sources = ctx.render(config["sources"])
+        if not isinstance(sources, list):
+            raise NodeError("config.sources must render to a list of passages.", retryable=False)
+        cited_numbers = {int(n) for n in _CITATION.findall(result["text"])}
+        citations = []
+        for number, source in enumerate(sources, start=1):
+            source = source if isinstance(source, dict) else {"text": str(source)}
+            citations.append(
+                {
+                    "n": number,
+                    "cited": number in cited_numbers,
+                    "title": source.get("title", ""),
+                    "source": source.get("source", ""),
+                    "document_id": source.get("document_id"),
+                    "score": source.get("score"),
+                    "text": str(source.get("text", ""))[:2000],
+                }
+            )
+        result["citations"] = citations
+        if config.get("sources_artifact"):
+            result["sources_artifact"] = ctx.save_artifact(
+                config["sources_artifact"],
+                {"answer": result["text"], "sources": citations},
+                content_type="application/json",
+            )
+        return result
 
     def execute(self, ctx: NodeContext) -> dict[str, Any]:
         from providers.llm import chat_model_for
@@ -377,7 +424,7 @@ class LLMCallNode(NodeType):
                 "finish_reason": outcome.finish_reason,
             }
             if not json_mode:
-                return result
+                return self.with_citations(ctx, config, result)
             try:
                 result["json"] = parse_json_reply(outcome.text, config.get("json_schema"))
             except ValueError as exc:
@@ -390,7 +437,7 @@ class LLMCallNode(NodeType):
                 ]
                 continue
             result["json_attempts"] = attempt
-            return result
+            return self.with_citations(ctx, config, result)
         raise NodeError(
             f"The model did not return valid JSON after {tries} attempt(s): {json_errors[-1]}",
             retryable=False,

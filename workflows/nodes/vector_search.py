@@ -54,8 +54,22 @@ class VectorSearchNode(NodeType):
             errors.append(ConfigError("config.query", problem))
         return errors
 
+    def collection_for(self, ctx: NodeContext, ref: Any) -> Any:
+        """The collection named ``ref``; the demo collection is seeded on first use so the demo runs as is."""
+        from providers.collections import DEMO_COLLECTION_NAME, collection_get, demo_collection_seed
+
+        try:
+            return collection_get(workspace_id=ctx.workspace_id, ref=ref)
+        except ValidationError:
+            if ref != DEMO_COLLECTION_NAME or ctx.workspace_id is None:
+                raise
+        from accounts.models import Workspace
+
+        ctx.log(f"Seeding the demo collection {DEMO_COLLECTION_NAME!r}.")
+        return demo_collection_seed(workspace=Workspace.objects.get(pk=ctx.workspace_id), user=None)
+
     def execute(self, ctx: NodeContext) -> dict[str, Any]:
-        from providers.collections import collection_get, collection_search
+        from providers.collections import collection_search
 
         config = ctx.config
         if errors := self.validate_config(config):
@@ -66,7 +80,7 @@ class VectorSearchNode(NodeType):
         filters = ctx.render(config.get("filters")) or None
         ref = ctx.render(config["collection"])
         try:
-            collection = collection_get(workspace_id=ctx.workspace_id, ref=ref)
+            collection = self.collection_for(ctx, ref)
             ctx.check_cancelled()
             results = collection_search(
                 collection=collection,
