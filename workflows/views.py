@@ -235,7 +235,7 @@ def gallery_templates() -> list[dict[str, Any]]:
                 "description": document.get("description", ""),
                 "tags": document.get("tags", []),
                 "node_count": len(document.get("nodes", [])),
-                "icons": "".join(t.icon for t in types if t)[:8],
+                "icons": " ".join(dict.fromkeys(t.icon for t in types if t)),
                 "document": document,
             }
         )
