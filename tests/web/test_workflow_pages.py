@@ -239,3 +239,10 @@ def test_friendly_error_pages(client_in, rf, user):
     request.user = user
     response = server_error(request)
     assert response.status_code == 500 and "Something went wrong on our side" in response.content.decode()
+
+
+def test_toggle_refuses_an_outside_redirect(client_in, workflow):
+    response = client_in.post(reverse("workflow_toggle", args=[workflow.pk]), {"next": "https://evil.example/"})
+    assert response["Location"] == reverse("workflow_detail", args=[workflow.pk])
+    response = client_in.post(reverse("workflow_toggle", args=[workflow.pk]), {"next": "/workflows/?q=x"})
+    assert response["Location"] == "/workflows/?q=x"
