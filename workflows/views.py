@@ -22,6 +22,7 @@ from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
 from django.views.generic import ListView, TemplateView
 
@@ -235,7 +236,7 @@ def gallery_templates() -> list[dict[str, Any]]:
                 "description": document.get("description", ""),
                 "tags": document.get("tags", []),
                 "node_count": len(document.get("nodes", [])),
-                "icons": "".join(t.icon for t in types if t)[:8],
+                "icons": " ".join(dict.fromkeys(t.icon for t in types if t)),
                 "document": document,
             }
         )
@@ -522,11 +523,14 @@ class WorkflowPublishView(WorkflowMixin, View):
 class WorkflowToggleActiveView(WorkflowMixin, View):
     def post(self, request, pk: int):
         self.require(Action.EDIT)
-        services.workflow_update(workflow=self.workflow, user=request.user, is_active=not self.workflow.is_active)
-        state = "active" if not self.workflow.is_active else "inactive"
-        self.workflow.refresh_from_db()
-        messages.success(request, f"“{self.workflow.name}” is now {'active' if self.workflow.is_active else state}.")
-        return redirect(request.POST.get("next") or self.detail_url())
+        workflow = services.workflow_update(
+            workflow=self.workflow, user=request.user, is_active=not self.workflow.is_active
+        )
+        messages.success(request, f"“{workflow.name}” is now {'active' if workflow.is_active else 'inactive'}.")
+        target = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+            target = self.detail_url()
+        return redirect(target)
 
 
 class WorkflowDuplicateView(WorkflowMixin, View):

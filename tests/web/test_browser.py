@@ -266,10 +266,14 @@ def test_key_pages_look_right_on_desktop_and_phone(chromium, servers, workflow, 
         "runs": "/runs/",
         "credentials": "/credentials/",
         "collection": f"/collections/{collection.pk}/?query=refund&top_k=3",
+        "tokens": "/accounts/tokens/",
+        "workspaces": "/accounts/workspaces/",
     }
     for width, suffix in ((1280, ""), (375, "-mobile")):
         context = chromium.new_context(viewport={"width": width, "height": 860}, base_url=servers.url)
         page = context.new_page()
+        page.goto("/accounts/login/")
+        page.screenshot(path=str(shots / f"sign-in{suffix}.png"))
         sign_in(page, user.username)
         for name, path in pages.items():
             response = page.goto(path, timeout=LIVE_TIMEOUT)  # the first search loads the embedding model

@@ -228,3 +228,21 @@ def test_viewer_may_look_but_not_edit(client, workflow, make_member):
     assert client.post(reverse("workflow_node_delete", args=[workflow.pk, "greet"])).status_code == 403
     assert client.post(reverse("workflow_run", args=[workflow.pk]), {"topic": "x"}).status_code == 403
     assert len(workflow_definition(workflow=workflow)["nodes"]) == 2
+
+
+def test_friendly_error_pages(client_in, rf, user):
+    from config.views import server_error
+
+    response = client_in.get("/no/such/page/")
+    assert response.status_code == 404 and "We could not find that page" in response.content.decode()
+    request = rf.get("/")
+    request.user = user
+    response = server_error(request)
+    assert response.status_code == 500 and "Something went wrong on our side" in response.content.decode()
+
+
+def test_toggle_refuses_an_outside_redirect(client_in, workflow):
+    response = client_in.post(reverse("workflow_toggle", args=[workflow.pk]), {"next": "https://evil.example/"})
+    assert response["Location"] == reverse("workflow_detail", args=[workflow.pk])
+    response = client_in.post(reverse("workflow_toggle", args=[workflow.pk]), {"next": "/workflows/?q=x"})
+    assert response["Location"] == "/workflows/?q=x"
