@@ -225,3 +225,32 @@ def test_bad_config_and_missing_credential(node, make_ctx, workspace):
     assert node.validate_config({"max_tokens": 5})[0].path == "config.prompt"
     with pytest.raises(NodeError, match="does not exist"):
         node.execute(make_ctx("llm_call", {"credential": "nope", "prompt": "x"}))
+
+
+@pytest.mark.django_db
+def test_message_list_is_rendered_and_sent_in_order(node, make_ctx, openai_fake, openai_credential):
+    config = {
+        "credential": "openai-test",
+        "model": "gpt-4o",
+        "system": "You are {{ vars.persona }}.",
+        "messages": [
+            {"role": "user", "content": "Hi, I am {{ inputs.name }}."},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "What is my name?"},
+        ],
+        "temperature": 0.2,
+        "max_tokens": 20,
+        "stop": ["\n\n"],
+    }
+    context = {"inputs": {"name": "Ada"}, "vars": {"persona": "terse"}, "nodes": {}}
+    output = node.execute(make_ctx("llm_call", config, context=context))
+    assert output["model"] == "gpt-4o"
+    body = openai_fake.chat_requests()[0].body
+    assert [(m["role"], m["content"]) for m in body["messages"]] == [
+        ("system", "You are terse."),
+        ("user", "Hi, I am Ada."),
+        ("assistant", "Hello!"),
+        ("user", "What is my name?"),
+    ]
+    assert body["temperature"] == 0.2 and body["stop"] == ["\n\n"]
+    assert body.get("max_tokens", body.get("max_completion_tokens")) == 20
