@@ -52,6 +52,21 @@ class SignInView(auth_views.LoginView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         return {**super().get_context_data(**kwargs), "signup_enabled": settings.SIGNUP_ENABLED}
 
+    def form_valid(self, form) -> HttpResponse:
+        from .audit import audit
+
+        response = super().form_valid(form)
+        audit(action="auth.signin", actor=form.get_user(), ip_address=self.request.META.get("REMOTE_ADDR") or None)
+        return response
+
+    def form_invalid(self, form) -> HttpResponse:
+        from .audit import audit
+
+        username = str(form.data.get("username", ""))[:150]
+        ip_address = self.request.META.get("REMOTE_ADDR") or None
+        audit(action="auth.failed", data={"username": username}, ip_address=ip_address)
+        return super().form_invalid(form)
+
 
 class SignOutView(auth_views.LogoutView):
     """POST only (Django's LogoutView refuses GET): a link cannot sign anyone out."""
@@ -63,7 +78,7 @@ class SignUpView(FormView):
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not settings.SIGNUP_ENABLED:
-            raise Http404("Sign-up is turned off on this server.")
+            return render(request, "registration/signup_closed.html", status=404)
         if request.user.is_authenticated:
             return redirect(home_url())
         return super().dispatch(request, *args, **kwargs)

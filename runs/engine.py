@@ -31,7 +31,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connections, transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from workflows.choices import ERROR_BRANCH, OnError
@@ -44,6 +44,9 @@ from .models import NodeRun, Run
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
+# Pure, fast control-flow types run in the engine thread (no thread hop), unless they set a timeout.
+INLINE_TYPES = frozenset({"template", "condition", "switch", "merge"})
+INLINE_PER_STEP = 64
 ARTIFACT_KEY = "$artifact"
 
 
@@ -75,26 +78,28 @@ def enqueue(run_id: int) -> None:
     transaction.on_commit(send)
 
 
-def start_queued_runs(workflow_id: int) -> None:
-    """Enqueue the oldest queued runs of a workflow that now fit under its concurrency limit."""
+def start_queued_runs(workflow_id: int, limit: int) -> None:
+    """Enqueue the oldest queued runs of a workflow that may fit under its concurrency limit."""
     queued = list(
-        Run.objects.filter(workflow_id=workflow_id, status=RunStatus.QUEUED, lease_owner="")
+        Run.objects.filter(workflow_id=workflow_id, status=RunStatus.QUEUED)
         .order_by("id")
-        .values_list("pk", flat=True)[:20]
+        .values_list("pk", flat=True)[:limit]
     )
     for run_id in queued:
         enqueue(run_id)
 
 
 def after_finish(run: Run) -> None:
-    """On commit of a final status: the completion callback, and the next queued runs."""
+    """On commit of a final status: the completion callback, and the next queued runs when the
+    workflow limits concurrency (without a limit every queued run already has its own message)."""
     if run.callback_url:
         from .callbacks import enqueue_run_callback
 
         run_id = run.pk
         transaction.on_commit(lambda: enqueue_run_callback(run_id))
-    if run.workflow_id and Run.objects.filter(workflow_id=run.workflow_id, status=RunStatus.QUEUED).exists():
-        start_queued_runs(run.workflow_id)
+    limit = concurrency_limit(run) if run.workflow_id else 0
+    if limit:
+        start_queued_runs(run.workflow_id, limit)
 
 
 def finish_run(run: Run, status: str, **fields: Any) -> Run:
@@ -185,6 +190,10 @@ class Engine:
         self.state: dict[str, _NodeState] = {}
         self.node_runs: dict[str, NodeRun] = {}
         self.node_context: dict[str, dict[str, Any]] = {}
+        self.inbox: list[tuple[Attempt, str, Any]] = []
+        self.failure: str | None = None
+        self.resumed = False
+        self.more_ready = False  # the step's inline budget ran out with nodes still ready
 
     # -- lease ------------------------------------------------------------------------------------
     def _lease_until(self):
@@ -222,6 +231,7 @@ class Engine:
                 events.transition_run(run, RunStatus.RUNNING, attempt=1, data={"attempt": 1}, **lease)
             elif run.status == RunStatus.WAITING:
                 events.transition_run(run, RunStatus.RUNNING, data={"resumed": True}, **lease)
+                self.resumed = True
             else:  # running with an expired lease: the worker died; recover as a new attempt
                 if run.attempt >= settings.GW_MAX_RUN_ATTEMPTS:
                     error = (
@@ -280,7 +290,6 @@ class Engine:
             self._abandon_all()
         finally:
             self.stop_watch.set()
-        run.refresh_from_db()
         return run
 
     # -- graph ------------------------------------------------------------------------------------
@@ -316,8 +325,11 @@ class Engine:
             if node_id not in existing
         ]
         if missing:
-            NodeRun.objects.bulk_create(missing)
-            existing = {nr.node_id: nr for nr in NodeRun.objects.filter(run_id=self.run.pk)}
+            created = NodeRun.objects.bulk_create(missing)
+            if all(nr.pk for nr in created):
+                existing.update({nr.node_id: nr for nr in created})
+            else:  # a backend that cannot return ids from a bulk insert
+                existing = {nr.node_id: nr for nr in NodeRun.objects.filter(run_id=self.run.pk)}
         self.node_runs = existing
         for node_id in self.order:
             node_run = existing[node_id]
@@ -369,7 +381,8 @@ class Engine:
             self._load_node_runs()
             self._base_context()
             timeout = self.definition.get("timeout") or run.workflow.timeout or settings.GW_RUN_TIMEOUT
-            started = run.started_at or timezone.now()
+            # Time parked waiting for a person does not count: a resumed run gets the full timeout again.
+            started = timezone.now() if self.resumed or not run.started_at else run.started_at
             self.run_deadline = time.monotonic() + float(timeout) - (timezone.now() - started).total_seconds()
             self.run_timeout = float(timeout)
             self._loop()
@@ -378,6 +391,7 @@ class Engine:
             self._finish(RunStatus.FAILED, error=str(failure))
         except events.RunFinished:
             self._abandon_all()
+            self.run.refresh_from_db()
         except LeaseLost:
             raise
         except Exception as exc:
@@ -412,28 +426,72 @@ class Engine:
         max_parallel = max(1, settings.GW_MAX_PARALLEL_NODES)
         while True:
             self._check_stopped()
-            now = time.monotonic()
-            if now >= self.run_deadline:
+            if time.monotonic() >= self.run_deadline:
                 raise _RunFailed(f"The run timed out after {self.run_timeout:g} s.")
-            self._drain(block=False)
-            self._expire_attempts()
             self._poll_waiting()
-            # Start due retries and newly ready nodes; skip what can no longer run.
-            for node_id in self.order:
-                state = self.state[node_id]
-                if state.status == "retry" and state.retry_at <= time.monotonic() and len(self.inflight) < max_parallel:
-                    self._start(node_id)
-                elif state.status == "pending":
-                    incoming = [self._edge_active(s, b) for s, b in self.incoming[node_id]]
-                    if any(flag is None for flag in incoming):
-                        continue
-                    if incoming and not any(incoming):
-                        self._skip(node_id)
-                    elif len(self.inflight) < max_parallel:
-                        self._start(node_id)
+            # One step = one transaction: record what finished, then start (or run inline) what is ready.
+            # Attempt threads start only after the commit, so a node never runs before its "running" row.
+            launch: list[Attempt] = []
+            with transaction.atomic():
+                self._drain()
+                self._expire_attempts()
+                if self.failure is None:
+                    self._schedule(max_parallel, launch)
+            for attempt in launch:
+                attempt.thread.start()
+            if self.failure is not None:
+                raise _RunFailed(self.failure)
             if self._settled():
                 return
-            self._drain(block=True)
+            self._wait_for_message()
+
+    def _schedule(self, max_parallel: int, launch: list[Attempt]) -> None:
+        """Start due retries and newly ready nodes; skip what can no longer run. Nodes run inline
+        cascade within the same pass (the order is topological), up to a budget per step."""
+        inline_budget = INLINE_PER_STEP
+        self.more_ready = False
+        for node_id in self.order:
+            if self.failure is not None:
+                return
+            state = self.state[node_id]
+            if state.status == "retry":
+                if state.retry_at <= time.monotonic() and len(self.inflight) < max_parallel:
+                    inline_budget -= self._start(node_id, launch)
+            elif state.status == "pending":
+                incoming = [self._edge_active(s, b) for s, b in self.incoming[node_id]]
+                if any(flag is None for flag in incoming):
+                    continue
+                if incoming and not any(incoming):
+                    self._skip(node_id)
+                elif len(self.inflight) < max_parallel and inline_budget > 0:
+                    inline_budget -= self._start(node_id, launch)
+                elif inline_budget <= 0:
+                    self.more_ready = True
+
+    def _wait_for_message(self) -> None:
+        if self.more_ready:
+            return  # commit this step and go straight on with the next one
+        deadlines = [a.deadline for a in self.inflight.values() if a.deadline]
+        deadlines += [s.retry_at for s in self.state.values() if s.status == "retry"]
+        deadlines.append(self.run_deadline)
+        timeout = max(0.0, min([POLL_SECONDS, *[d - time.monotonic() for d in deadlines]]))
+        try:
+            message = self.results.get(timeout=timeout)
+        except queue.Empty:
+            return
+        if message is not None:
+            self.inbox.append(message)
+
+    def _drain(self) -> None:
+        while self.inbox:
+            self._handle(*self.inbox.pop(0))
+        while True:
+            try:
+                message = self.results.get_nowait()
+            except queue.Empty:
+                return
+            if message is not None:
+                self._handle(*message)
 
     def _settled(self) -> bool:
         """Finish the run (or put it to wait) when nothing more can happen in this worker."""
@@ -455,25 +513,6 @@ class Engine:
         self._succeed()
         return True
 
-    def _drain(self, *, block: bool) -> None:
-        timeout = POLL_SECONDS
-        if block:
-            deadlines = [a.deadline for a in self.inflight.values() if a.deadline]
-            deadlines += [s.retry_at for s in self.state.values() if s.status == "retry"]
-            deadlines.append(self.run_deadline)
-            timeout = max(0.0, min([POLL_SECONDS, *[d - time.monotonic() for d in deadlines]]))
-        try:
-            message = self.results.get(timeout=timeout) if block else self.results.get_nowait()
-        except queue.Empty:
-            return
-        while True:
-            if message is not None:
-                self._handle(*message)
-            try:
-                message = self.results.get_nowait()
-            except queue.Empty:
-                return
-
     # -- starting, skipping -----------------------------------------------------------------------
     def _skip(self, node_id: str) -> None:
         events.transition_node(self.node_runs[node_id], NodeRunStatus.SKIPPED)
@@ -494,7 +533,9 @@ class Engine:
             **self.extra_context,
         }
 
-    def _start(self, node_id: str) -> None:
+    def _start(self, node_id: str, launch: list[Attempt]) -> int:
+        """Start an attempt: in a thread (launched by the caller after commit), or inline for pure
+        control-flow nodes. Returns 1 when it ran inline (it counts against the step's budget)."""
         node, state, node_run = self.nodes[node_id], self.state[node_id], self.node_runs[node_id]
         number = state.next_attempt
         state.next_attempt += 1
@@ -502,7 +543,6 @@ class Engine:
         fields: dict[str, Any] = {"attempt": number, "idempotency_key": key}
         if node_run.input is None:
             fields["input"] = node.get("config") or {}
-        events.transition_node(node_run, NodeRunStatus.RUNNING, **fields)
         state.status = "running"
         timeout = node.get("timeout")
         started = time.monotonic()
@@ -520,30 +560,74 @@ class Engine:
             engine=self,
         )
         attempt = Attempt(node_id=node_id, number=number, ctx=ctx, started=started, deadline=ctx.deadline)
-        ctx.emit_callback = lambda event_type, data: self._emit_from(attempt, event_type, data)
         ctx.artifact_callback = lambda **kwargs: self._artifact_from(attempt, **kwargs)
         self.inflight[node_id] = attempt
+        if ctx.node_type in INLINE_TYPES and not timeout:
+            self._run_inline(attempt, fields)
+            return 1
+        events.transition_node(node_run, NodeRunStatus.RUNNING, **fields)
+        ctx.emit_callback = lambda event_type, data: self._emit_from(attempt, event_type, data)
         attempt.thread = threading.Thread(
             target=self._run_attempt, args=(attempt,), name=f"run-{self.run.pk}-{node_id}", daemon=True
         )
-        attempt.thread.start()
+        launch.append(attempt)
+        return 0
 
-    def _run_attempt(self, attempt: Attempt) -> None:
-        """In the attempt thread: execute the node and report back. Never writes a status."""
+    def _run_inline(self, attempt: Attempt, start_fields: dict[str, Any]) -> None:
+        """Execute a pure node in the engine thread. The common case (a plain output, no events of
+        its own) is written in one go: ``running`` and ``succeeded`` with both their events."""
+        buffered: list[tuple[str, dict[str, Any]]] = []
+        attempt.ctx.emit_callback = lambda event_type, data: buffered.append((event_type, data))
+        kind, result = self._call_node(attempt)
+        node_run = self.node_runs[attempt.node_id]
+        if kind == "ok" and not buffered and not (isinstance(result, NodeResult) and result.wait):
+            output, branch = (result.output, result.branch or "") if isinstance(result, NodeResult) else (result, "")
+            try:
+                stored = self._store_output(node_run, output)
+            except NodeError as exc:
+                kind, result = "error", exc
+            else:
+                del self.inflight[attempt.node_id]
+                events.transition_node_through_running(
+                    node_run,
+                    NodeRunStatus.SUCCEEDED,
+                    start_fields=start_fields,
+                    output=stored,
+                    branch=branch,
+                    logs=attempt.ctx.logs,
+                    duration_ms=(time.monotonic() - attempt.started) * 1000,
+                    error="",
+                )
+                state = self.state[attempt.node_id]
+                state.status, state.output, state.branch = "done", output, branch
+                self._publish(attempt.node_id)
+                return
+        events.transition_node(node_run, NodeRunStatus.RUNNING, **start_fields)
+        for event_type, data in buffered:
+            self._emit_from(attempt, event_type, data)
+        attempt.ctx.emit_callback = lambda event_type, data: self._emit_from(attempt, event_type, data)
+        self._handle(attempt, kind, result)
+
+    def _call_node(self, attempt: Attempt) -> tuple[str, Any]:
+        """Execute the node once; never writes a status. Returns ``(kind, result or NodeError)``."""
         node_type = get_node_type(attempt.ctx.node_type)
         try:
             if node_type is None:
                 raise NodeError(f"Unknown node type {attempt.ctx.node_type!r}.", retryable=False)
-            result = node_type.execute(attempt.ctx)
-            self.results.put((attempt, "ok", result))
+            return "ok", node_type.execute(attempt.ctx)
         except NodeCancelled as exc:
-            self.results.put((attempt, "cancelled", NodeError(str(exc) or "cancelled", retryable=False)))
+            return "cancelled", NodeError(str(exc) or "cancelled", retryable=False)
         except NodeError as exc:
-            self.results.put((attempt, "error", exc))
+            return "error", exc
         except Exception as exc:
             logger.info("Run %s node %s raised", self.run_id, attempt.node_id, exc_info=True)
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            self.results.put((attempt, "error", NodeError(detail, retryable=True)))
+            return "error", NodeError(detail, retryable=True)
+
+    def _run_attempt(self, attempt: Attempt) -> None:
+        """The attempt thread: execute, report back to the engine thread, release its connection."""
+        try:
+            self.results.put((attempt, *self._call_node(attempt)))
         finally:
             connections.close_all()
 
@@ -631,7 +715,8 @@ class Engine:
         if on_error == OnError.FAIL:
             events.transition_node(node_run, NodeRunStatus.FAILED, **fields)
             state.status = "failed"
-            raise _RunFailed(f"Node {node_id!r} failed: {message}")
+            self.failure = f"Node {node_id!r} failed: {message}"  # raised after the step commits
+            return
         branch = ERROR_BRANCH if on_error == OnError.BRANCH else ""
         events.transition_node(node_run, NodeRunStatus.FAILED, branch=branch, data={"on_error": on_error}, **fields)
         state.status, state.output, state.branch = "done", output, branch
@@ -742,5 +827,4 @@ def artifact_reference(artifact: Any) -> dict[str, Any]:
 
 def execute_run(run_id: int, *, bypass_limit: bool = False) -> Run | None:
     """Execute a run in this thread (the django-q2 task and ``mode="sync"`` both end here)."""
-    close_old_connections()
     return Engine(run_id, bypass_limit=bypass_limit).execute()

@@ -12,8 +12,12 @@ transaction with the run row locked. ``seq`` comes from ``Run.event_seq``, incre
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
+import queue
+import threading
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -46,17 +50,55 @@ class RunFinished(IllegalTransition):
 
 
 # -- pushing ----------------------------------------------------------------------------------------
+class _Publisher:
+    """One daemon thread per process with its own event loop sends to a cross-process channel layer
+    (Redis), so a run never waits on the network for an event; a single queue keeps the order."""
+
+    _instance: _Publisher | None = None
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="run-events-publisher", daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def get(cls) -> _Publisher:
+        with cls._lock:
+            if cls._instance is None or cls._instance.pid != os.getpid():  # a forked worker starts its own
+                cls._instance = cls()
+            return cls._instance
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        while True:
+            layer, group, message = self.queue.get()
+            try:
+                loop.run_until_complete(layer.group_send(group, message))
+            except Exception:
+                logger.warning("Could not push a run event to the channel layer", exc_info=True)
+
+
 def _push(messages: list[tuple[str, dict[str, Any]]]) -> None:
     """Send messages to channel-layer groups. A broken layer is logged, never raised into a run."""
     try:
-        from channels.layers import get_channel_layer
+        from channels.layers import InMemoryChannelLayer, get_channel_layer
 
         layer = get_channel_layer()
         if layer is None:
             return
-        send = async_to_sync(layer.group_send)
+        if isinstance(layer, InMemoryChannelLayer):
+            # In-process only: a group nobody in this process listens to needs no send at all.
+            messages = [(group, message) for group, message in messages if layer.groups.get(group)]
+            if messages:
+                send = async_to_sync(layer.group_send)
+                for group, message in messages:
+                    send(group, message)
+            return
+        publisher = _Publisher.get()
         for group, message in messages:
-            send(group, message)
+            publisher.queue.put((layer, group, message))
     except Exception:
         logger.warning("Could not push run events to the channel layer", exc_info=True)
 
@@ -86,13 +128,13 @@ def _schedule_push(event: RunEvent, status_run: Run | None = None) -> None:
 
 
 # -- numbering --------------------------------------------------------------------------------------
-def _allocate_seq(run_id: int) -> tuple[int, str]:
-    """Lock the run row and allocate the next event number. Returns ``(seq, run status)``."""
+def _allocate_seq(run_id: int, count: int = 1) -> tuple[int, str]:
+    """Lock the run row and allocate the next ``count`` event numbers. Returns ``(last seq, run status)``."""
     table = connection.ops.quote_name(Run._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET event_seq = event_seq + 1 WHERE id = %s RETURNING event_seq, status",  # noqa: S608
-            [run_id],
+            f"UPDATE {table} SET event_seq = event_seq + %s WHERE id = %s RETURNING event_seq, status",  # noqa: S608
+            [count, run_id],
         )
         row = cursor.fetchone()
     if row is None:
@@ -105,7 +147,7 @@ def emit(
 ) -> RunEvent:
     """Store one event (``node.log``, ``llm.token``, …) with the next seq and push it after commit.
     ``status_run`` also pushes that run's status to its workspace group."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         seq, _ = _allocate_seq(run_id)
         event = RunEvent.objects.create(run_id=run_id, seq=seq, type=event_type, data=data or {})
         _schedule_push(event, status_run=status_run)
@@ -131,9 +173,14 @@ def transition_run(
             locked.finished_at = now
             locked.lease_owner = ""
             locked.lease_expires_at = None
+        changed = {"status", "updated_at", *fields}
+        if new == "running":
+            changed.add("started_at")
+        if new in RUN_FINAL:
+            changed |= {"finished_at", "lease_owner", "lease_expires_at"}
         for name, value in fields.items():
             setattr(locked, name, value)
-        locked.save()
+        locked.save(update_fields=sorted(changed))
         seq, _ = _allocate_seq(locked.pk)
         locked.event_seq = seq
         payload = {"status": new, **(data or {})}
@@ -172,6 +219,25 @@ def _small(value: Any) -> bool:
         return False
 
 
+def _node_payload(node_run: NodeRun, new: str, fields: dict[str, Any], data: dict[str, Any] | None) -> dict[str, Any]:
+    payload: dict[str, Any] = {"node_id": node_run.node_id, "node_type": node_run.node_type, "status": new}
+    if "attempt" in fields:
+        payload["attempt"] = fields["attempt"]
+    if fields.get("error"):
+        payload["error"] = fields["error"]
+    if fields.get("branch"):
+        payload["branch"] = fields["branch"]
+    if fields.get("duration_ms") is not None:
+        payload["duration_ms"] = round(fields["duration_ms"], 3)
+    if new in (NodeRunStatus.SUCCEEDED, NodeRunStatus.WAITING) and "output" in fields:
+        if _small(fields["output"]):
+            payload["output"] = fields["output"]
+        else:
+            payload["output_truncated"] = True
+    payload.update(data or {})
+    return payload
+
+
 def transition_node(
     node_run: NodeRun,
     new: str,
@@ -184,13 +250,13 @@ def transition_node(
 
     A conditional UPDATE checks the table, so a concurrent writer cannot slip in between the check
     and the write. Once the run has ended only ``cancelled`` is accepted (:class:`RunFinished`),
-    unless ``allow_finished_run`` (the rerun copying finished nodes into a new run)."""
+    unless ``allow_finished_run``. No savepoint: a refused transition aborts the caller's transaction."""
     now = timezone.now()
     if new == NodeRunStatus.RUNNING:
         fields.setdefault("started_at", now)
     if new in NODE_FINAL or new == NodeRunStatus.WAITING:
         fields.setdefault("finished_at", now)
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         seq, run_status = _allocate_seq(node_run.run_id)
         if run_status in RUN_FINAL and new != NodeRunStatus.CANCELLED and not allow_finished_run:
             raise RunFinished(run_status, new)
@@ -198,24 +264,54 @@ def transition_node(
         if not updated:
             current = NodeRun.objects.filter(pk=node_run.pk).values_list("status", flat=True).first()
             raise IllegalTransition("node", current or "missing", new)
-        payload: dict[str, Any] = {"node_id": node_run.node_id, "node_type": node_run.node_type, "status": new}
-        if "attempt" in fields:
-            payload["attempt"] = fields["attempt"]
-        if fields.get("error"):
-            payload["error"] = fields["error"]
-        if fields.get("branch"):
-            payload["branch"] = fields["branch"]
-        if "duration_ms" in fields and fields["duration_ms"] is not None:
-            payload["duration_ms"] = round(fields["duration_ms"], 3)
-        if new in (NodeRunStatus.SUCCEEDED, NodeRunStatus.WAITING) and "output" in fields:
-            if _small(fields["output"]):
-                payload["output"] = fields["output"]
-            else:
-                payload["output_truncated"] = True
-        payload.update(data or {})
+        payload = _node_payload(node_run, new, fields, data)
         event = RunEvent.objects.create(run_id=node_run.run_id, seq=seq, type=_NODE_EVENT[new], data=payload)
         _schedule_push(event)
     node_run.status = new
     for name, value in fields.items():
+        setattr(node_run, name, value)
+    return node_run
+
+
+def transition_node_through_running(
+    node_run: NodeRun, new: str, *, start_fields: dict[str, Any], **fields: Any
+) -> NodeRun:
+    """``→ running → new`` in one write with both events: for a node executed inline, whose
+    ``running`` state would never be visible outside the transaction anyway."""
+    if new not in NODE_TRANSITIONS[NodeRunStatus.RUNNING]:
+        raise IllegalTransition("node", NodeRunStatus.RUNNING, new)
+    now = timezone.now()
+    start_fields.setdefault("started_at", now)
+    fields.setdefault("finished_at", now)
+    with transaction.atomic(savepoint=False):
+        seq, run_status = _allocate_seq(node_run.run_id, 2)
+        if run_status in RUN_FINAL:
+            raise RunFinished(run_status, new)
+        updated = NodeRun.objects.filter(pk=node_run.pk, status__in=_NODE_SOURCES[NodeRunStatus.RUNNING]).update(
+            status=new, **start_fields, **fields
+        )
+        if not updated:
+            current = NodeRun.objects.filter(pk=node_run.pk).values_list("status", flat=True).first()
+            raise IllegalTransition("node", current or "missing", NodeRunStatus.RUNNING)
+        started, finished = RunEvent.objects.bulk_create(
+            [
+                RunEvent(
+                    run_id=node_run.run_id,
+                    seq=seq - 1,
+                    type=_NODE_EVENT[NodeRunStatus.RUNNING],
+                    data=_node_payload(node_run, NodeRunStatus.RUNNING, start_fields, None),
+                ),
+                RunEvent(
+                    run_id=node_run.run_id,
+                    seq=seq,
+                    type=_NODE_EVENT[new],
+                    data=_node_payload(node_run, new, fields, None),
+                ),
+            ]
+        )
+        _schedule_push(started)
+        _schedule_push(finished)
+    node_run.status = new
+    for name, value in {**start_fields, **fields}.items():
         setattr(node_run, name, value)
     return node_run

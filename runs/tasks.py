@@ -22,6 +22,7 @@ REAPER_SCHEDULE_NAME = "graphwright: reap runs"
 
 def execute_run(run_id: int) -> str:
     """Execute one run. A crash of the engine itself is recorded on the run, never lost."""
+    close_old_connections()
     try:
         run = engine.execute_run(run_id)
     except Exception:

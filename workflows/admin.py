@@ -363,31 +363,79 @@ class WorkflowVersionAdmin(admin.ModelAdmin):
 
 @admin.register(Trigger)
 class TriggerAdmin(admin.ModelAdmin):
-    """Triggers are made on the workflow pages and the API (they own the schedule); here they are watched
-    and switched on or off."""
+    """Webhook and schedule triggers, written through ``workflows.triggers`` (which keeps the schedule in step)."""
 
     list_display = ["workflow", "kind", "cron", "is_active", "respond_with_result", "last_fired_at", "created_at"]
     list_filter = ["kind", "is_active", "workflow__workspace"]
     search_fields = ["workflow__name", "cron"]
-    fields = ["workflow", "kind", "cron", "inputs", "respond_with_result", "is_active", "token_prefix",
-              "created_by", "last_fired_at", "created_at"]  # fmt: skip
-    readonly_fields = ["workflow", "kind", "cron", "inputs", "respond_with_result", "token_prefix", "created_by",
-                       "last_fired_at", "created_at"]  # fmt: skip
+    readonly_fields = ["token_prefix", "created_by", "last_fired_at", "created_at", "updated_at"]
     actions = ["activate", "deactivate"]
+
+    def get_fields(self, request: HttpRequest, obj: Trigger | None = None) -> list[str]:
+        editable = ["cron", "inputs", "respond_with_result", "is_active"]
+        return ["workflow", "kind", *editable] + (self.readonly_fields if obj is not None else [])
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Trigger | None = None) -> list[str]:
+        return ["workflow", "kind", *self.readonly_fields] if obj is not None else []
 
     @admin.display(description="webhook token")
     def token_prefix(self, obj: Trigger) -> str:
         return f"{obj.token[:6]}…" if obj.token else ""
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+    def save_model(self, request: HttpRequest, obj: Trigger, form: Any, change: bool) -> None:
+        from .triggers import trigger_create, trigger_update
+
+        data = form.cleaned_data
+        fields = {
+            "cron": data.get("cron") or "",
+            "inputs": data.get("inputs") or {},
+            "respond_with_result": data.get("respond_with_result", False),
+            "is_active": data.get("is_active", True),
+        }
+        if change:
+            saved = trigger_update(trigger=obj, user=request.user, **fields)
+        else:
+            saved = trigger_create(workflow=data["workflow"], user=request.user, kind=data["kind"], **fields)
+        obj.pk = saved.pk
+        obj.__dict__.update({k: v for k, v in saved.__dict__.items() if not k.startswith("_")})
+
+    def delete_model(self, request: HttpRequest, obj: Trigger) -> None:
+        from .triggers import trigger_delete
+
+        trigger_delete(trigger=obj, user=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for trigger in queryset:
+            self.delete_model(request, trigger)
+
+    def changeform_view(
+        self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context=None
+    ):
+        try:
+            with transaction.atomic():
+                return super().changeform_view(request, object_id, form_url, extra_context)
+        except (ValidationError, PermissionDenied) as exc:
+            text = _error_text(exc) if isinstance(exc, ValidationError) else str(exc)
+            self.message_user(request, f"Not saved: {text}", messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def _switch(self, request: HttpRequest, queryset: QuerySet, active: bool) -> None:
+        from .triggers import trigger_update
+
+        count = 0
+        for trigger in queryset.select_related("workflow"):
+            try:
+                trigger_update(trigger=trigger, user=request.user, is_active=active)
+                count += 1
+            except (ValidationError, PermissionDenied) as exc:
+                text = _error_text(exc) if isinstance(exc, ValidationError) else str(exc)
+                self.message_user(request, f"{trigger}: {text}", messages.ERROR)
+        self.message_user(request, f"Switched {'on' if active else 'off'} {count} trigger(s).", messages.SUCCESS)
 
     @admin.action(description="Switch on")
     def activate(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = queryset.update(is_active=True)
-        self.message_user(request, f"Switched on {count} trigger(s).", messages.SUCCESS)
+        self._switch(request, queryset, True)
 
     @admin.action(description="Switch off")
     def deactivate(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = queryset.update(is_active=False)
-        self.message_user(request, f"Switched off {count} trigger(s).", messages.SUCCESS)
+        self._switch(request, queryset, False)

@@ -58,7 +58,9 @@ def test_sign_up_refuses_bad_input(client, settings, user):
 
 def test_sign_up_turned_off(client, settings):
     settings.SIGNUP_ENABLED = False
-    assert client.get(reverse("accounts:signup")).status_code == 404
+    closed = client.get(reverse("accounts:signup"))
+    assert closed.status_code == 404
+    assert b"Sign-up is turned off" in closed.content
     response = client.post(
         reverse("accounts:signup"),
         {"username": "newbie", "password1": "a-long-pass-42", "password2": "a-long-pass-42"},

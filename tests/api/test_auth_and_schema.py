@@ -141,3 +141,25 @@ def test_cors_origin_from_settings(client, settings, user):
     assert response["Access-Control-Allow-Origin"] == "https://app.example.com"
     response = client.get("/health/", HTTP_ORIGIN="https://evil.example.com")
     assert "Access-Control-Allow-Origin" not in response
+
+
+def test_page_sign_in_is_audited_and_readable_by_the_user(client, user):
+    client.post("/accounts/login/", {"username": "alice", "password": "wrong"})
+    assert AuditLog.objects.filter(action="auth.failed", data__username="alice").exists()
+    response = client.post("/accounts/login/", {"username": "alice", "password": "correct horse battery"})
+    assert response.status_code == 302
+    entry = AuditLog.objects.get(action="auth.signin")
+    assert entry.actor == user and entry.ip_address == "127.0.0.1"
+    listed = client.get("/api/v1/audit-log/?action=auth.signin").json()
+    assert [e["id"] for e in listed["results"]] == [entry.pk]
+
+
+def test_per_user_throttle_answers_429_in_the_error_shape(api_client, settings, monkeypatch):
+    from rest_framework.throttling import UserRateThrottle
+
+    # DRF binds the rates when the class is defined (from THROTTLE_USER at start-up): patch them here.
+    rates = dict(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], user="2/min")
+    monkeypatch.setattr(UserRateThrottle, "THROTTLE_RATES", rates)
+    assert [api_client.get("/api/v1/workflows/").status_code for _ in range(2)] == [200, 200]
+    error = assert_error(api_client.get("/api/v1/workflows/"), 429, "throttled")
+    assert "available in" in error["message"]

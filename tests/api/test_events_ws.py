@@ -8,6 +8,8 @@ layer: the consumer must deliver both, in order, with nothing lost or repeated a
 from __future__ import annotations
 
 import asyncio
+import threading
+from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
@@ -21,7 +23,9 @@ from config.asgi import application
 from runs.choices import RunStatus
 from runs.events import run_group, workspace_group
 from runs.models import Run, RunEvent
-from workflows.services import workflow_publish
+from runs.services import run_execute, run_start
+from workflows.nodes import NodeType
+from workflows.services import workflow_create, workflow_publish
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -187,3 +191,71 @@ async def test_user_feed_of_run_status_changes(run, token, other_user):
     await layer.group_send(workspace_group(run.workspace_id), {"type": "run.status", "run": summary})
     assert await other.receive_nothing(timeout=1.5)
     await other.disconnect()
+
+
+class GateNode(NodeType):
+    """Blocks until the test opens the gate (test-only), so a client can reconnect mid-run."""
+
+    name = "api_gate"
+    label = "Gate (API tests)"
+    config_schema = {"type": "object", "properties": {}, "additionalProperties": False}
+    opened = threading.Event()
+
+    def execute(self, ctx) -> Any:
+        if not self.opened.wait(timeout=20):
+            raise RuntimeError("the test never opened the gate")
+        return "through"
+
+
+@pytest.fixture
+def gated_run(user, workspace):
+    from workflows.nodes import _registry, register
+
+    _registry.pop(GateNode.name, None)
+    register(GateNode)
+    GateNode.opened.clear()
+    definition = {
+        "format": "graphwright/v1",
+        "name": "Gated",
+        "nodes": [
+            {"id": "before", "type": "api_echo", "config": {"value": 1}},
+            {"id": "gate", "type": "api_gate", "config": {}},
+            {"id": "after", "type": "api_echo", "config": {"value": 2}},
+        ],
+        "edges": [{"source": "before", "target": "gate"}, {"source": "gate", "target": "after"}],
+    }
+    workflow = workflow_create(workspace=workspace, user=user, name="Gated", definition=definition)
+    yield run_start(workflow=workflow, user=user, inputs={})
+    GateNode.opened.set()
+
+
+async def test_reconnect_during_a_real_engine_run(gated_run, token):
+    """The engine executes in another thread (as a worker would); the client leaves and comes back."""
+    seen: list[dict] = []
+    communicator = connect(f"/ws/runs/{gated_run.pk}/", token)
+    assert (await communicator.connect())[0]
+    worker = threading.Thread(target=lambda: run_execute(run=Run.objects.get(pk=gated_run.pk)), daemon=True)
+    worker.start()
+    while not any(
+        e["type"] == "node.started" and e["data"].get("node_id", e["data"].get("node")) == "gate" for e in seen
+    ):
+        seen.append(await communicator.receive_json_from(timeout=10))
+    await communicator.disconnect()
+    GateNode.opened.set()
+    await sync_to_async(worker.join, thread_sensitive=False)(20)
+    communicator = connect(f"/ws/runs/{gated_run.pk}/?after={seen[-1]['seq']}", token)
+    assert (await communicator.connect())[0]
+    seen += await receive_until_closed(communicator)
+    stored = await sync_to_async(lambda: list(RunEvent.objects.filter(run=gated_run).values_list("seq", flat=True)))()
+    assert [e["seq"] for e in seen] == sorted(stored) == list(range(1, len(stored) + 1))
+    assert seen[-1]["type"] == "run.succeeded"
+
+
+async def test_token_in_the_query_string_and_anonymous_feed(run, token):
+    communicator = connect(f"/ws/runs/{run.pk}/?token={token}&after=0")
+    assert (await communicator.connect())[0]
+    assert (await communicator.receive_json_from(timeout=5))["seq"] == 1
+    await communicator.disconnect()
+    feed = connect("/ws/events/")
+    assert (await feed.connect())[0]
+    assert await feed.receive_output(timeout=5) == {"type": "websocket.close", "code": 4401}

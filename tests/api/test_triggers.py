@@ -101,10 +101,13 @@ def test_django_q_scheduler_enqueues_the_due_schedule(workflow, user, settings):
     # The scheduler put the task on the queue; run it as a worker would.
     from django_q.signing import SignedPackage
 
-    task_package = broker.dequeue()
-    assert task_package, "the scheduler queued nothing"
-    task = SignedPackage.loads(task_package[0][1])
-    assert task["func"] == "workflows.triggers.fire_schedule"
+    queued = []
+    while package := broker.dequeue():
+        queued += [SignedPackage.loads(payload) for _ack_id, payload in package]
+    fired = [task for task in queued if task["func"] == "workflows.triggers.fire_schedule"]
+    assert len(fired) == 1, [task["func"] for task in queued]
+    task = fired[0]
+    assert task["args"] == (trigger.pk,)
     from pydoc import locate
 
     run_id = locate(task["func"])(*task["args"])

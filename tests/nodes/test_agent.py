@@ -155,3 +155,57 @@ def test_config_errors(node):
     paths = {e.path for e in node.validate_config({"prompt": "x", "tools": [{"type": "workflow"}, {"type": "http"}]})}
     assert {"config.tools.0.workflow", "config.tools.1"} <= paths
     assert any(e.path == "config.credential" for e in node.validate_config({"prompt": "x", "provider": "anthropic"}))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_workflow_tool_runs_a_sub_run_end_to_end(workspace, user, fake, credential):
+    from runs.models import Run, RunEvent
+    from runs.services import run_start
+    from workflows.services import workflow_import
+
+    workflow_import(
+        workspace=workspace,
+        user=user,
+        document={
+            "format": "graphwright/v1",
+            "name": "Double it",
+            "description": "Doubles a number.",
+            "inputs": {"x": {"type": "integer", "required": True, "description": "The number"}},
+            "nodes": [{"id": "double", "type": "template", "config": {"template": "{{ inputs.x * 2 }}"}}],
+            "edges": [],
+        },
+    )
+    agent_workflow = workflow_import(
+        workspace=workspace,
+        user=user,
+        document={
+            "format": "graphwright/v1",
+            "name": "Agent",
+            "nodes": [
+                {
+                    "id": "agent",
+                    "type": "agent",
+                    "config": {
+                        "credential": "llm",
+                        "prompt": "Double 21",
+                        "tools": [{"type": "workflow", "workflow": "Double it", "name": "double"}],
+                    },
+                }
+            ],
+            "edges": [],
+        },
+    )
+    fake.reply(tool_calls=[{"id": "t1", "name": "double", "args": {"x": 21}}])
+    fake.reply("21 doubled is 42.")
+    run = run_start(workflow=agent_workflow, user=user, mode="sync")
+    assert run.status == "succeeded", run.error
+    child = Run.objects.get(parent=run)
+    assert child.trigger == "agent" and child.parent_node_id == "agent" and child.status == "succeeded"
+    assert child.inputs == {"x": 21}
+    output = run.node_runs.get(node_id="agent").output
+    assert output["text"] == "21 doubled is 42."
+    assert "42" in str(output["tool_calls"][0]["result"])
+    spec = fake.chat_requests()[0].body["tools"][0]["function"]
+    assert spec["name"] == "double" and spec["parameters"]["properties"]["x"]["type"] == "integer"
+    kinds = list(RunEvent.objects.filter(run=run).values_list("type", flat=True))
+    assert "agent.tool_call" in kinds and "agent.tool_result" in kinds

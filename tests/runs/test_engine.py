@@ -250,3 +250,15 @@ def test_template_json_output_and_structured_values(make_workflow, user):
     ]
     run = start(make_workflow(nodes, chain(*nodes)), user, {"n": 7})
     assert run.outputs == {"s": {"list": [1, 2, 7], "t": "n=7"}}
+
+
+def test_a_long_chain_of_inline_nodes_spans_several_steps(make_workflow, user):
+    nodes = [tpl("n0", "{{ inputs.word }}")] + [
+        tpl(f"n{i}", f"{{{{ nodes.n{i - 1}.output }}}}.") for i in range(1, 150)
+    ]
+    run = start(make_workflow(nodes, chain(*nodes)), user, {"word": "go"})
+    assert run.status == "succeeded", run.error
+    assert run.outputs == {"n149": "go" + "." * 149}
+    seqs = list(run.events.order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert event_types(run).count("node.succeeded") == 150

@@ -329,3 +329,14 @@ def test_sandbox_escapes_are_refused(make_workflow, user, template, refused):
     else:  # the sandbox hands back nothing: no class, no globals, no context object
         assert run.status == "succeeded"
         assert evil.output == ""
+
+
+def test_time_parked_waiting_does_not_count_against_the_run_timeout(make_workflow, user):
+    nodes = [{"id": "ask", "type": "approval", "config": {}}, tpl("done", "ok")]
+    workflow = make_workflow(nodes, [{"source": "ask", "target": "done", "branch": "approved"}], timeout=1)
+    run = run_start(workflow=workflow, user=user, mode="sync")
+    assert run.status == "waiting"
+    time.sleep(1.2)  # longer than the run timeout, but parked
+    run = run_resume(run=run, node_id="ask", decision="approve", user=user, mode="sync")
+    assert run.status == "succeeded", run.error
+    assert run.outputs == {"done": "ok"}

@@ -60,6 +60,7 @@ def test_pages_render(admin_client, flow, user):
         reverse("admin:workflows_workflowversion_change", args=[flow.versions.get().pk]),
         reverse("admin:workflows_trigger_changelist"),
         reverse("admin:workflows_trigger_change", args=[flow.triggers.get().pk]),
+        reverse("admin:workflows_trigger_add"),
     ]
     for url in urls:
         response = admin_client.get(url)
@@ -292,8 +293,22 @@ def test_bad_import_page_saves_nothing(admin_client, workspace):
     assert Workflow.objects.count() == count
 
 
-def test_trigger_actions(admin_client, flow):
-    trigger = Trigger.objects.create(workflow=flow, kind="webhook")
+def test_trigger_admin_goes_through_the_trigger_services(admin_client, flow):
+    response = admin_client.post(
+        reverse("admin:workflows_trigger_add"),
+        {"workflow": flow.pk, "kind": "schedule", "cron": "*/5 * * * *", "inputs": '{"x": "tick"}', "is_active": "on"},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    trigger = Trigger.objects.get(workflow=flow)
+    assert trigger.schedule_id is not None  # the service made the django-q2 schedule
+    bad = admin_client.post(
+        reverse("admin:workflows_trigger_change", args=[trigger.pk]),
+        {"cron": "not a cron", "inputs": "{}", "is_active": "on"},
+        follow=True,
+    )
+    assert any("Not saved" in str(m) for m in bad.context["messages"])
+    trigger.refresh_from_db()
+    assert trigger.cron == "*/5 * * * *"
     admin_client.post(
         reverse("admin:workflows_trigger_changelist"), {"action": "deactivate", "_selected_action": [trigger.pk]}
     )
@@ -301,6 +316,8 @@ def test_trigger_actions(admin_client, flow):
     assert not trigger.is_active
     page = admin_client.get(reverse("admin:workflows_trigger_change", args=[trigger.pk]))
     assert trigger.token.encode() not in page.content
+    admin_client.post(reverse("admin:workflows_trigger_delete", args=[trigger.pk]), {"post": "yes"})
+    assert not Trigger.objects.filter(pk=trigger.pk).exists()
 
 
 def test_non_staff_cannot_use_the_admin(client, user, flow):

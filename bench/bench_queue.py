@@ -1,0 +1,130 @@
+"""Throughput through the real queue: one-node runs per second, django-q2 with the Redis broker.
+
+A subprocess sets up a throwaway PostgreSQL database and a Redis-brokered q-cluster of its own
+(unique cluster name and prefix), enqueues one-node runs with ``run_start`` and times them from the
+first enqueue until the last one has succeeded. Key: ``queue.redis.runs_per_second``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_URL = os.environ.get("PG_URL", "postgres://postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/2")
+RUNS = int(os.environ.get("BENCH_QUEUE_RUNS", "400"))
+WORKERS = int(os.environ.get("BENCH_QUEUE_WORKERS", str(max(2, (os.cpu_count() or 2) * 2))))
+
+
+def measure() -> dict[str, float]:
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from accounts.services import personal_workspace, user_create
+    from runs.models import Run
+    from runs.services import run_start
+    from workflows.models import Workflow, WorkflowVersion
+
+    user = user_create(username="bench", password="bench-password-1")
+    workflow = Workflow.objects.create(workspace=personal_workspace(user), name="one", slug="one", created_by=user)
+    definition = {"nodes": [{"id": "only", "type": "template", "config": {"template": "{{ inputs.i }}"}}], "edges": []}
+    WorkflowVersion.objects.create(workflow=workflow, number=1, definition=definition)
+
+    cluster = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "qcluster"],
+        env={**os.environ, "Q_WORKERS": str(WORKERS)},
+        stdout=None if os.environ.get("BENCH_QUEUE_DEBUG") else subprocess.DEVNULL,
+        stderr=None if os.environ.get("BENCH_QUEUE_DEBUG") else subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+
+        def drain(run_ids: list[int], timeout: float) -> None:
+            deadline = time.monotonic() + timeout
+            while Run.objects.filter(pk__in=run_ids, status="succeeded").count() < len(run_ids):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("runs did not finish through the queue")
+                time.sleep(0.02)
+
+        warm = [run_start(workflow=workflow, user=user, inputs={"i": i}).pk for i in range(2 * WORKERS)]
+        drain(warm, 120)
+        started = time.perf_counter()
+        ids = [run_start(workflow=workflow, user=user, inputs={"i": i}).pk for i in range(RUNS)]
+        drain(ids, 600)
+        elapsed = time.perf_counter() - started
+        if os.environ.get("BENCH_QUEUE_DEBUG"):
+            import statistics
+
+            rows = Run.objects.filter(pk__in=ids).values_list("created_at", "started_at", "finished_at")
+            waits = [(s - c).total_seconds() for c, s, f in rows]
+            works = [(f - s).total_seconds() for c, s, f in rows]
+            print(f"queue wait p50 {statistics.median(waits):.3f}s, execution p50 {statistics.median(works):.3f}s")
+    finally:
+        os.killpg(cluster.pid, signal.SIGTERM)
+        try:
+            cluster.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(cluster.pid, signal.SIGKILL)
+    return {"runs_per_second": RUNS / elapsed, "workers": WORKERS}
+
+
+def run(results: dict[str, float]) -> None:
+    import psycopg
+
+    name = f"gw_bench_queue_{uuid.uuid4().hex[:8]}"
+    try:
+        with psycopg.connect(f"{PG_URL}/postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except Exception as exc:
+        print(f"   PostgreSQL not reachable at {PG_URL}: {exc}; skipping")
+        return
+    try:
+        with tempfile.TemporaryDirectory(prefix="gw-bench-q-") as data_dir:
+            env = {
+                **os.environ,
+                "DATA_DIR": data_dir,
+                "DATABASE_URL": f"{PG_URL}/{name}",
+                "REDIS_URL": REDIS_URL,
+                "Q_CLUSTER_NAME": name,
+                "CHANNELS_PREFIX": name,
+                "LOG_LEVEL": "WARNING",
+            }
+            out = subprocess.run(
+                [sys.executable, __file__, "--measure"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=False,
+            )
+            if out.returncode != 0:
+                raise RuntimeError(f"bench_queue failed:\n{out.stdout}\n{out.stderr}")
+            figures = json.loads(out.stdout.strip().splitlines()[-1])
+        results["queue.redis.runs_per_second"] = figures["runs_per_second"]
+        results["queue.redis.workers"] = figures["workers"]
+    finally:
+        with psycopg.connect(f"{PG_URL}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    if "--measure" in sys.argv:
+        print(json.dumps(measure()))
+    else:
+        results: dict[str, float] = {}
+        run(results)
+        for key, value in sorted(results.items()):
+            print(f"{key:<32} {value:.3f}")
