@@ -209,6 +209,14 @@
     socket.onclose = function () { if (!finished) fallBack(); };
   }
 
+  // A click on a node in the diagram opens its panel.
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest && event.target.closest('.diagram a.node-link[href^="#panel-"]');
+    if (!link) return;
+    var panel = document.getElementById(link.getAttribute("href").slice(1));
+    if (panel) panel.open = true;
+  });
+
   updateProgress();
   if (!finished) connect();
 })();
