@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import sys
 import urllib.parse
 from pathlib import Path
 
@@ -152,7 +153,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     )
     _db["TEST"] = {"NAME": str(DATA_DIR / "test_graphwright.sqlite3")}
 elif _db["ENGINE"] == "django.db.backends.postgresql":
-    _db.setdefault("CONN_MAX_AGE", _get("CONN_MAX_AGE", int, 0))
+    # A q-cluster worker executes one task after another in the same process: keep its connection
+    # (django-q2 calls close_old_connections around each task) instead of reconnecting per run.
+    _db.setdefault("CONN_MAX_AGE", _get("CONN_MAX_AGE", int, 300 if "qcluster" in sys.argv else 0))
     _db.setdefault("CONN_HEALTH_CHECKS", True)
 
 DATABASES = {"default": _db}

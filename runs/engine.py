@@ -66,12 +66,16 @@ def concurrency_limit(run: Run) -> int:
 
 
 def enqueue(run_id: int) -> None:
-    """Hand the run to a django-q2 worker (after the current transaction commits)."""
+    """Hand the run to a django-q2 worker (after the current transaction commits).
+
+    ``save=False``: django-q2 keeps no Success row for a run task (a failed task is still saved).
+    The Run row is the record of the outcome; saving successes made the cluster's single monitor
+    process lock and prune up to ``save_limit`` rows per finished run, which capped throughput."""
     from django_q.tasks import async_task
 
     def send() -> None:
         try:
-            async_task("runs.tasks.execute_run", run_id, task_name=f"run-{run_id}", group="runs")
+            async_task("runs.tasks.execute_run", run_id, task_name=f"run-{run_id}", group="runs", save=False)
         except Exception:  # the reaper enqueues queued runs again; the row stays the source of truth
             logger.exception("Could not enqueue run %s", run_id)
 
@@ -193,6 +197,8 @@ class Engine:
         self.inbox: list[tuple[Attempt, str, Any]] = []
         self.failure: str | None = None
         self.resumed = False
+        self.fresh = False  # first start of a queued run: it has no NodeRuns yet
+        self.node_runs_loaded = False
         self.more_ready = False  # the step's inline budget ran out with nodes still ready
 
     # -- lease ------------------------------------------------------------------------------------
@@ -228,9 +234,11 @@ class Engine:
             if run.status == RunStatus.QUEUED:
                 if not self.bypass_limit and not self._admitted(run):
                     return None
-                events.transition_run(run, RunStatus.RUNNING, attempt=1, data={"attempt": 1}, **lease)
+                events.transition_run(run, RunStatus.RUNNING, locked=run, attempt=1, data={"attempt": 1}, **lease)
+                # queued → running happens once; only run_rerun creates NodeRuns before that.
+                self.fresh = run.rerun_of_id is None
             elif run.status == RunStatus.WAITING:
-                events.transition_run(run, RunStatus.RUNNING, data={"resumed": True}, **lease)
+                events.transition_run(run, RunStatus.RUNNING, locked=run, data={"resumed": True}, **lease)
                 self.resumed = True
             else:  # running with an expired lease: the worker died; recover as a new attempt
                 if run.attempt >= settings.GW_MAX_RUN_ATTEMPTS:
@@ -318,7 +326,11 @@ class Engine:
         self.sinks = [n for n in self.nodes if not self.outgoing[n]]
 
     def _load_node_runs(self) -> None:
-        existing = {nr.node_id: nr for nr in NodeRun.objects.filter(run_id=self.run.pk)}
+        self.node_runs_loaded = True
+        if self.fresh:  # (run, node_id) is unique: a wrong guess would fail loudly, never duplicate
+            existing: dict[str, NodeRun] = {}
+        else:
+            existing = {nr.node_id: nr for nr in NodeRun.objects.filter(run_id=self.run.pk)}
         missing = [
             NodeRun(run_id=self.run.pk, node_id=node_id, node_type=self.nodes[node_id].get("type", ""))
             for node_id in self.order
@@ -378,7 +390,8 @@ class Engine:
             self._load_graph()
             if not self.nodes:
                 raise _RunFailed("The workflow has no nodes.")
-            self._load_node_runs()
+            if not self.fresh:  # a fresh run creates its NodeRuns in the first step's transaction
+                self._load_node_runs()
             self._base_context()
             timeout = self.definition.get("timeout") or run.workflow.timeout or settings.GW_RUN_TIMEOUT
             # Time parked waiting for a person does not count: a resumed run gets the full timeout again.
@@ -433,6 +446,8 @@ class Engine:
             # Attempt threads start only after the commit, so a node never runs before its "running" row.
             launch: list[Attempt] = []
             with transaction.atomic():
+                if not self.node_runs_loaded:
+                    self._load_node_runs()
                 self._drain()
                 self._expire_attempts()
                 if self.failure is None:
@@ -797,8 +812,19 @@ class Engine:
 
         if self.run_stopped:
             raise events.RunFinished(self.run_stopped, RunStatus.SUCCEEDED)
-        artifact_save(run=self.run, name="result.json", content=outputs, content_type="application/json")
-        self._finish(RunStatus.SUCCEEDED, outputs=outputs)
+        if self.lease_lost:
+            return
+        # One transaction for result.json and the final status (no savepoint: transition_run raises
+        # IllegalTransition only after writing nothing, so catching it here keeps the transaction usable).
+        with transaction.atomic():
+            artifact_save(run=self.run, name="result.json", content=outputs, content_type="application/json")
+            try:
+                events.transition_run(self.run, RunStatus.SUCCEEDED, outputs=outputs)
+            except IllegalTransition:
+                # Someone else ended the run first (a cancel): their status stands.
+                self.run.refresh_from_db()
+            else:
+                after_finish(self.run)
 
     def _finish(self, status: str, **fields: Any) -> None:
         if self.lease_lost:

@@ -154,47 +154,74 @@ def emit(
     return event
 
 
+def emit_first(run: Run, event_type: str, data: dict[str, Any] | None = None) -> RunEvent:
+    """Store event 1 of a run created in the current transaction with ``event_seq=1`` (nobody else
+    can see the row yet, so no lock or counter update is needed); its status goes to the workspace."""
+    if run.event_seq != 1 or not connection.in_atomic_block:
+        raise ValueError("emit_first() is for a run created with event_seq=1 in the current transaction.")
+    event = RunEvent.objects.create(run_id=run.pk, seq=1, type=event_type, data=data or {})
+    _schedule_push(event, status_run=run)
+    return event
+
+
 # -- run transitions --------------------------------------------------------------------------------
 def transition_run(
-    run: Run, new: str, *, data: dict[str, Any] | None = None, event_type: str | None = None, **fields: Any
+    run: Run,
+    new: str,
+    *,
+    data: dict[str, Any] | None = None,
+    event_type: str | None = None,
+    locked: Run | None = None,
+    **fields: Any,
 ) -> Run:
     """Move ``run`` to ``new`` (checking the table under the row lock), save ``fields`` and emit
-    ``run.<new>``. Updates and returns ``run``. Raises :class:`IllegalTransition`."""
-    with transaction.atomic():
-        locked = Run.objects.select_for_update().get(pk=run.pk)
-        if new not in RUN_TRANSITIONS[locked.status]:
-            run.status = locked.status
-            raise IllegalTransition("run", locked.status, new)
-        now = timezone.now()
-        locked.status = new
-        if new == "running" and locked.started_at is None:
-            locked.started_at = now
-        if new in RUN_FINAL:
-            locked.finished_at = now
-            locked.lease_owner = ""
-            locked.lease_expires_at = None
-        changed = {"status", "updated_at", *fields}
-        if new == "running":
-            changed.add("started_at")
-        if new in RUN_FINAL:
-            changed |= {"finished_at", "lease_owner", "lease_expires_at"}
-        for name, value in fields.items():
-            setattr(locked, name, value)
-        locked.save(update_fields=sorted(changed))
-        seq, _ = _allocate_seq(locked.pk)
-        locked.event_seq = seq
-        payload = {"status": new, **(data or {})}
-        if locked.error and new in RUN_FINAL and "error" not in payload:
-            payload["error"] = locked.error
-        if event_type is None:
-            event_type = "run.started" if new == "running" else f"run.{new}"
-            if new == "running" and payload.get("resumed"):
-                event_type = "run.resumed"
-        event = RunEvent.objects.create(run_id=locked.pk, seq=seq, type=event_type, data=payload)
-        _schedule_push(event, status_run=locked)
-    for name in ("status", "started_at", "finished_at", "lease_owner", "lease_expires_at", "event_seq", *fields):
-        setattr(run, name, getattr(locked, name))
-    run.updated_at = locked.updated_at
+    ``run.<new>``. Updates and returns ``run``. Raises :class:`IllegalTransition`.
+
+    ``locked``: the run as the caller just read it with ``select_for_update()`` in the current
+    transaction (the engine's lease acquisition), so the lock and the fresh row are already there.
+    The row lock makes ``event_seq`` current, so the status, its fields and the next seq are written
+    by one UPDATE. No savepoint: a refused transition writes nothing and raises after the block."""
+    with transaction.atomic(savepoint=False):
+        if locked is None:
+            locked = Run.objects.select_for_update().get(pk=run.pk)
+        elif not connection.in_atomic_block:
+            raise transaction.TransactionManagementError("transition_run(locked=…) needs the caller's transaction.")
+        illegal = new not in RUN_TRANSITIONS[locked.status]
+        if not illegal:
+            now = timezone.now()
+            locked.status = new
+            if new == "running" and locked.started_at is None:
+                locked.started_at = now
+            if new in RUN_FINAL:
+                locked.finished_at = now
+                locked.lease_owner = ""
+                locked.lease_expires_at = None
+            changed = {"status", "updated_at", "event_seq", *fields}
+            if new == "running":
+                changed.add("started_at")
+            if new in RUN_FINAL:
+                changed |= {"finished_at", "lease_owner", "lease_expires_at"}
+            for name, value in fields.items():
+                setattr(locked, name, value)
+            locked.event_seq += 1
+            seq = locked.event_seq
+            locked.save(update_fields=sorted(changed))
+            payload = {"status": new, **(data or {})}
+            if locked.error and new in RUN_FINAL and "error" not in payload:
+                payload["error"] = locked.error
+            if event_type is None:
+                event_type = "run.started" if new == "running" else f"run.{new}"
+                if new == "running" and payload.get("resumed"):
+                    event_type = "run.resumed"
+            event = RunEvent.objects.create(run_id=locked.pk, seq=seq, type=event_type, data=payload)
+            _schedule_push(event, status_run=locked)
+    if illegal:
+        run.status = locked.status
+        raise IllegalTransition("run", locked.status, new)
+    if locked is not run:
+        for name in ("status", "started_at", "finished_at", "lease_owner", "lease_expires_at", "event_seq", *fields):
+            setattr(run, name, getattr(locked, name))
+        run.updated_at = locked.updated_at
     return run
 
 

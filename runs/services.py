@@ -152,13 +152,10 @@ def run_start(
             request_hash=request_hash,
             callback_url=callback_url,
             token_budget=token_budget,
+            event_seq=1,  # run.queued below: a row created in this transaction needs no counter update
         )
-        events.emit(
-            run.pk,
-            "run.queued",
-            {"status": RunStatus.QUEUED, "trigger": trigger, "version": version.number},
-            status_run=run,
-        )
+        queued = {"status": RunStatus.QUEUED, "trigger": trigger, "version": version.number}
+        events.emit_first(run, "run.queued", queued)
         if parent is None:
             audit(action="run.started", actor=user, workspace=workflow.workspace_id, target=run)
         if mode == "async":
