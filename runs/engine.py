@@ -65,6 +65,24 @@ def concurrency_limit(run: Run) -> int:
     return settings.GW_DEFAULT_MAX_CONCURRENT_RUNS or 0
 
 
+_brokers: dict[int, Any] = {}
+
+
+def _broker() -> Any:
+    """This process's django-q2 broker for the Redis queue, reused across enqueues (django-q2 would
+    build a new Redis client, and open a new connection, for every task). ``None`` with the ORM
+    broker, which is cheap to build. Keyed by pid: a forked worker builds its own."""
+    if not settings.Q_CLUSTER.get("redis"):
+        return None
+    broker = _brokers.get(os.getpid())
+    if broker is None:
+        from django_q.brokers import get_broker
+
+        _brokers.clear()
+        broker = _brokers[os.getpid()] = get_broker()
+    return broker
+
+
 def enqueue(run_id: int) -> None:
     """Hand the run to a django-q2 worker (after the current transaction commits).
 
@@ -75,7 +93,9 @@ def enqueue(run_id: int) -> None:
 
     def send() -> None:
         try:
-            async_task("runs.tasks.execute_run", run_id, task_name=f"run-{run_id}", group="runs", save=False)
+            async_task(
+                "runs.tasks.execute_run", run_id, task_name=f"run-{run_id}", group="runs", save=False, broker=_broker()
+            )
         except Exception:  # the reaper enqueues queued runs again; the row stays the source of truth
             logger.exception("Could not enqueue run %s", run_id)
 
@@ -445,6 +465,7 @@ class Engine:
             # One step = one transaction: record what finished, then start (or run inline) what is ready.
             # Attempt threads start only after the commit, so a node never runs before its "running" row.
             launch: list[Attempt] = []
+            finished = False
             with transaction.atomic():
                 if not self.node_runs_loaded:
                     self._load_node_runs()
@@ -452,6 +473,14 @@ class Engine:
                 self._expire_attempts()
                 if self.failure is None:
                     self._schedule(max_parallel, launch)
+                if self._complete(launch):
+                    # Every node is resolved: finish the run in this step's transaction (a savepoint
+                    # inside it), one commit instead of two. The step's node writes locked the run
+                    # row after checking it had not ended, so nobody can end it in between.
+                    self._succeed()
+                    finished = True
+            if finished:
+                return
             for attempt in launch:
                 attempt.thread.start()
             if self.failure is not None:
@@ -507,6 +536,12 @@ class Engine:
                 return
             if message is not None:
                 self._handle(*message)
+
+    def _complete(self, launch: list[Attempt]) -> bool:
+        """Whether the run can succeed right now: every node done or skipped, nothing in flight."""
+        if self.failure is not None or launch or self.inflight or self.run_stopped or self.lease_lost:
+            return False
+        return all(s.status in ("done", "skipped") for s in self.state.values())
 
     def _settled(self) -> bool:
         """Finish the run (or put it to wait) when nothing more can happen in this worker."""
