@@ -193,8 +193,13 @@ class _NodeState:
     failures: list[str] = field(default_factory=list)
 
 
+_HOSTNAME: list[str] = []
+
+
 def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
+    if not _HOSTNAME:  # gethostname() is a system call; the name does not change under a worker
+        _HOSTNAME.append(socket.gethostname())
+    return f"{_HOSTNAME[0]}:{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}"
 
 
 class Engine:
@@ -219,6 +224,8 @@ class Engine:
         self.resumed = False
         self.fresh = False  # first start of a queued run: it has no NodeRuns yet
         self.node_runs_loaded = False
+        self.watcher: threading.Thread | None = None
+        self.started_mono = 0.0
         self.more_ready = False  # the step's inline budget ran out with nodes still ready
 
     # -- lease ------------------------------------------------------------------------------------
@@ -305,13 +312,21 @@ class Engine:
             connections.close_all()
 
     # -- entry point ------------------------------------------------------------------------------
+    def _ensure_watcher(self) -> None:
+        """Start the heartbeat/cancel watcher. Lazily: a run that finishes within ``POLL_SECONDS``
+        without ever waiting never needed it (its first poll would have come after the end). The
+        engine starts it before it first waits for anything, launches an attempt thread, or once
+        ``POLL_SECONDS`` have passed, so cancel and lease renewal behave as before."""
+        if self.watcher is None:
+            self.watcher = threading.Thread(target=self._watch, name=f"run-{self.run_id}-watch", daemon=True)
+            self.watcher.start()
+
     def execute(self) -> Run | None:
         run = self._acquire()
         if run is None:
             return None
         self.run = run
-        watcher = threading.Thread(target=self._watch, name=f"run-{run.pk}-watch", daemon=True)
-        watcher.start()
+        self.started_mono = time.monotonic()
         try:
             self._execute()
         except LeaseLost:
@@ -458,6 +473,8 @@ class Engine:
     def _loop(self) -> None:
         max_parallel = max(1, settings.GW_MAX_PARALLEL_NODES)
         while True:
+            if time.monotonic() - self.started_mono >= POLL_SECONDS:
+                self._ensure_watcher()
             self._check_stopped()
             if time.monotonic() >= self.run_deadline:
                 raise _RunFailed(f"The run timed out after {self.run_timeout:g} s.")
@@ -481,6 +498,8 @@ class Engine:
                     finished = True
             if finished:
                 return
+            if launch:
+                self._ensure_watcher()
             for attempt in launch:
                 attempt.thread.start()
             if self.failure is not None:
@@ -515,6 +534,7 @@ class Engine:
     def _wait_for_message(self) -> None:
         if self.more_ready:
             return  # commit this step and go straight on with the next one
+        self._ensure_watcher()
         deadlines = [a.deadline for a in self.inflight.values() if a.deadline]
         deadlines += [s.retry_at for s in self.state.values() if s.status == "retry"]
         deadlines.append(self.run_deadline)
