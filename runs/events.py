@@ -73,9 +73,43 @@ class _Publisher:
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
         while True:
-            layer, group, message = self.queue.get()
+            batch = [self.queue.get()]
+            while len(batch) < 200:  # whatever else is already waiting goes in the same pass
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                loop.run_until_complete(layer.group_send(group, message))
+                loop.run_until_complete(_send_batch(batch))
+            except Exception:
+                logger.warning("Could not push run events to the channel layer", exc_info=True)
+
+
+async def _listened(layer: Any, groups: list[str]) -> set[str]:
+    """The groups that may have members. With channels_redis, one ZCARD per group replaces the two
+    commands ``group_send`` spends per message on a group nobody joined (most runs are watched by
+    no one). Skipping is safe: a consumer joins its group before it reads the stored backlog, and
+    a push happens after the event's commit, so an event sent to nobody is in that backlog. Any
+    other layer, or an error, counts every group as listened to."""
+    try:
+        keys = [(group, layer._group_key(group), layer.connection(layer.consistent_hash(group))) for group in groups]
+        listened = set()
+        for group, key, conn in keys:
+            if await conn.zcard(key):
+                listened.add(group)
+        return listened
+    except Exception:
+        return set(groups)
+
+
+async def _send_batch(batch: list[tuple[Any, str, dict[str, Any]]]) -> None:
+    """Send queued messages in order, skipping groups without members."""
+    groups = list(dict.fromkeys(group for _, group, _ in batch))
+    listened = await _listened(batch[0][0], groups) if all(item[0] is batch[0][0] for item in batch) else set(groups)
+    for layer, group, message in batch:
+        if group in listened:
+            try:
+                await layer.group_send(group, message)
             except Exception:
                 logger.warning("Could not push a run event to the channel layer", exc_info=True)
 
