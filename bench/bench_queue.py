@@ -2,7 +2,9 @@
 
 A subprocess sets up a throwaway PostgreSQL database and a Redis-brokered q-cluster of its own
 (unique cluster name and prefix), enqueues one-node runs with ``run_start`` and times them from the
-first enqueue until the last one has succeeded. Key: ``queue.redis.runs_per_second``.
+first enqueue until the last one has succeeded. Key: ``queue.redis.runs_per_second`` (and
+``queue.redis.enqueue_per_second``, the rate the ``BENCH_QUEUE_CLIENTS`` concurrent clients that
+create the runs achieved meanwhile).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("PG_URL", "postgres://postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/2")
 RUNS = int(os.environ.get("BENCH_QUEUE_RUNS", "400"))
+# Concurrent clients creating runs (as a load generator would): one client alone cannot create runs
+# as fast as the cluster executes them, and then the figure would measure run_start, not the queue.
+CLIENTS = int(os.environ.get("BENCH_QUEUE_CLIENTS", "2"))
 WORKERS = int(os.environ.get("BENCH_QUEUE_WORKERS", str(max(2, (os.cpu_count() or 2) * 2))))
 
 
@@ -62,7 +67,27 @@ def measure() -> dict[str, float]:
         warm = [run_start(workflow=workflow, user=user, inputs={"i": i}).pk for i in range(2 * WORKERS)]
         drain(warm, 120)
         started = time.perf_counter()
-        ids = [run_start(workflow=workflow, user=user, inputs={"i": i}).pk for i in range(RUNS)]
+        import threading
+
+        from django.db import connections
+
+        ids: list[int] = []
+
+        def client(numbers: range) -> None:
+            try:
+                created = [run_start(workflow=workflow, user=user, inputs={"i": i}).pk for i in numbers]
+                ids.extend(created)
+            finally:
+                connections.close_all()
+
+        threads = [threading.Thread(target=client, args=(range(c, RUNS, CLIENTS),)) for c in range(CLIENTS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        enqueued = time.perf_counter() - started
+        if len(ids) != RUNS:
+            raise RuntimeError("a client failed to create its runs")
         drain(ids, 600)
         elapsed = time.perf_counter() - started
         if os.environ.get("BENCH_QUEUE_DEBUG"):
@@ -78,7 +103,12 @@ def measure() -> dict[str, float]:
             cluster.wait(20)
         except subprocess.TimeoutExpired:
             os.killpg(cluster.pid, signal.SIGKILL)
-    return {"runs_per_second": RUNS / elapsed, "workers": WORKERS}
+    return {
+        "runs_per_second": RUNS / elapsed,
+        "enqueue_per_second": RUNS / enqueued,
+        "workers": WORKERS,
+        "clients": CLIENTS,
+    }
 
 
 def run(results: dict[str, float]) -> None:
@@ -115,6 +145,10 @@ def run(results: dict[str, float]) -> None:
             figures = json.loads(out.stdout.strip().splitlines()[-1])
         results["queue.redis.runs_per_second"] = figures["runs_per_second"]
         results["queue.redis.workers"] = figures["workers"]
+        results["queue.redis.clients"] = figures["clients"]
+        # The clients share the CPUs with the cluster: when this is close to runs_per_second, the
+        # producers (run_start), not the queue, set the pace.
+        results["queue.redis.enqueue_per_second"] = figures["enqueue_per_second"]
     finally:
         with psycopg.connect(f"{PG_URL}/postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
