@@ -185,4 +185,6 @@ def test_duplicate_collection_name_is_a_clear_field_error(api_client):
     assert api_client.post("/api/v1/collections/", {"name": "Notes"}, format="json").status_code == 201
     duplicate = api_client.post("/api/v1/collections/", {"name": "Notes"}, format="json")
     assert duplicate.status_code == 400
-    assert duplicate.json()["error"]["fields"]["name"] == ["A collection named 'Notes' already exists in this workspace."]
+    assert duplicate.json()["error"]["fields"]["name"] == [
+        "A collection named 'Notes' already exists in this workspace."
+    ]
