@@ -59,7 +59,7 @@ web: install
 worker: install
 	$(PY) manage.py qcluster
 
-## test: the whole suite on PostgreSQL + Redis (a fresh database per run), then the engine on SQLite
+## test: the whole suite on PostgreSQL + Redis (a fresh database per run), then again on the embedded SQLite
 test: install test-pg test-sqlite
 
 test-pg: install
@@ -68,7 +68,7 @@ test-pg: install
 	  DATA_DIR=$$(mktemp -d) $(PY) -m pytest --create-db $(PYTEST_ARGS)
 
 test-sqlite: install
-	DATA_DIR=$$(mktemp -d) $(PY) -m pytest --create-db tests/runs tests/workflows $(PYTEST_ARGS)
+	DATA_DIR=$$(mktemp -d) $(PY) -m pytest --create-db $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check .

@@ -82,8 +82,24 @@ class TagFilter(admin.SimpleListFilter):
         return queryset.filter(pk__in=ids)
 
 
+class ServiceErrorsMixin:
+    """Saves go through services: a ValidationError or PermissionDenied they raise rolls the whole
+    change form back and comes back as a message instead of a server error."""
+
+    def changeform_view(
+        self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context=None
+    ):
+        try:
+            with transaction.atomic():
+                return super().changeform_view(request, object_id, form_url, extra_context)
+        except (ValidationError, PermissionDenied) as exc:
+            text = _error_text(exc) if isinstance(exc, ValidationError) else str(exc)
+            self.message_user(request, f"Not saved: {text}", messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+
 @admin.register(Workflow)
-class WorkflowAdmin(admin.ModelAdmin):
+class WorkflowAdmin(ServiceErrorsMixin, admin.ModelAdmin):
     list_display = [
         "name",
         "workspace",
@@ -202,17 +218,6 @@ class WorkflowAdmin(admin.ModelAdmin):
             services.workflow_update(workflow=workflow, user=request.user, definition={"nodes": nodes, "edges": edges})
         for formset in formsets:  # the change message reads these; the service saved the rows
             formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
-
-    def changeform_view(
-        self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context=None
-    ):
-        try:
-            with transaction.atomic():
-                return super().changeform_view(request, object_id, form_url, extra_context)
-        except (ValidationError, PermissionDenied) as exc:
-            text = _error_text(exc) if isinstance(exc, ValidationError) else str(exc)
-            self.message_user(request, f"Not saved: {text}", messages.ERROR)
-            return HttpResponseRedirect(request.get_full_path())
 
     def delete_model(self, request: HttpRequest, obj: Workflow) -> None:
         services.workflow_archive(workflow=obj, user=request.user)  # deleting archives: run history stays
@@ -362,7 +367,7 @@ class WorkflowVersionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Trigger)
-class TriggerAdmin(admin.ModelAdmin):
+class TriggerAdmin(ServiceErrorsMixin, admin.ModelAdmin):
     """Webhook and schedule triggers, written through ``workflows.triggers`` (which keeps the schedule in step)."""
 
     list_display = ["workflow", "kind", "cron", "is_active", "respond_with_result", "last_fired_at", "created_at"]
@@ -407,17 +412,6 @@ class TriggerAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
         for trigger in queryset:
             self.delete_model(request, trigger)
-
-    def changeform_view(
-        self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context=None
-    ):
-        try:
-            with transaction.atomic():
-                return super().changeform_view(request, object_id, form_url, extra_context)
-        except (ValidationError, PermissionDenied) as exc:
-            text = _error_text(exc) if isinstance(exc, ValidationError) else str(exc)
-            self.message_user(request, f"Not saved: {text}", messages.ERROR)
-            return HttpResponseRedirect(request.get_full_path())
 
     def _switch(self, request: HttpRequest, queryset: QuerySet, active: bool) -> None:
         from .triggers import trigger_update

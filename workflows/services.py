@@ -143,22 +143,27 @@ def _apply_metadata(workflow: Workflow, definition: dict[str, Any]) -> None:
         workflow.max_concurrent_runs = settings.get("max_concurrent_runs")
 
 
+def _create_node_row(workflow: Workflow, node: dict[str, Any]) -> Node:
+    """One Node row from a normalised definition node."""
+    return Node.objects.create(
+        workflow=workflow,
+        node_id=node["id"],
+        type=node["type"],
+        name=node["name"],
+        config=node["config"],
+        position=node["position"],
+        retry=node["retry"],
+        timeout=node["timeout"],
+        on_error=node["on_error"],
+    )
+
+
 def _replace_graph(workflow: Workflow, definition: dict[str, Any]) -> None:
     """Replace the draft's Node and Edge rows by those of ``definition`` (already validated)."""
     workflow.nodes.all().delete()  # cascades to the edges
     rows: dict[str, Node] = {}
     for node in normalize_definition(definition)["nodes"]:
-        rows[node["id"]] = Node.objects.create(
-            workflow=workflow,
-            node_id=node["id"],
-            type=node["type"],
-            name=node["name"],
-            config=node["config"],
-            position=node["position"],
-            retry=node["retry"],
-            timeout=node["timeout"],
-            on_error=node["on_error"],
-        )
+        rows[node["id"]] = _create_node_row(workflow, node)
     Edge.objects.bulk_create(
         [
             Edge(
@@ -477,17 +482,7 @@ def workflow_node_add(*, workflow: Workflow, user: User | None, node: dict[str, 
     after["nodes"].append(_node_payload(node))
     _check_change(before, after)
     data = normalize_definition(after)["nodes"][-1]
-    row = Node.objects.create(
-        workflow=workflow,
-        node_id=data["id"],
-        type=data["type"],
-        name=data["name"],
-        config=data["config"],
-        position=data["position"],
-        retry=data["retry"],
-        timeout=data["timeout"],
-        on_error=data["on_error"],
-    )
+    row = _create_node_row(workflow, data)
     _touch(workflow)
     audit(
         action="workflow.node_added",

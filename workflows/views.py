@@ -129,7 +129,9 @@ class DashboardView(LoginRequiredMixin, TemplateView):
         ctx.update(
             recent_runs=runs.select_related("workflow")[:8],
             active_runs=runs.active().count(),
-            workflows=workflows.filter(is_active=True).order_by("-updated_at")[:8],
+            workflows=(recent := list(workflows.filter(is_active=True).order_by("-updated_at")[:8])),
+            # The first run to suggest: the RAG demo works offline on the local models.
+            suggested_workflow=next((w for w in recent if "rag" in (w.tags or [])), recent[0] if recent else None),
             workflow_count=workflows.count(),
             chart=runs_chart(runs),
         )

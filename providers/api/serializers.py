@@ -22,6 +22,9 @@ class CredentialSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Credential
+        # The service reports a duplicate name with a clear field error; DRF's unique-together
+        # validator would instead demand the optional workspace field.
+        validators: list = []
         fields = [
             "id",
             "workspace",
@@ -70,6 +73,7 @@ class CollectionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Collection
+        validators: list = []
         fields = [
             "id",
             "workspace",

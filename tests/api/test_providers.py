@@ -179,3 +179,12 @@ def test_collections_of_another_user_are_404(api_client, other_api_client, membe
     assert viewer.post(f"{base}/search/", {"query": "words"}, format="json").status_code == 200
     assert_error(viewer.post(f"{base}/documents/", {"text": "more"}, format="json"), 403)
     assert_error(viewer.delete(f"{base}/"), 403)
+
+
+def test_duplicate_collection_name_is_a_clear_field_error(api_client):
+    assert api_client.post("/api/v1/collections/", {"name": "Notes"}, format="json").status_code == 201
+    duplicate = api_client.post("/api/v1/collections/", {"name": "Notes"}, format="json")
+    assert duplicate.status_code == 400
+    assert duplicate.json()["error"]["fields"]["name"] == [
+        "A collection named 'Notes' already exists in this workspace."
+    ]

@@ -311,7 +311,10 @@ def test_api_and_pages_show_only_the_mask(api_client, client, user, workspace, c
         {"workspace": workspace.pk, "name": "via-api", "kind": "http_bearer", "secret": SECRET},
         format="json",
     )
-    assert duplicate.status_code == 400 and "name" in duplicate.content.decode()
+    assert duplicate.status_code == 400
+    assert duplicate.json()["error"]["fields"]["name"] == [
+        "A credential named 'via-api' already exists in this workspace."
+    ]
     client.force_login(user)
     responses += [client.get(reverse("credential_list")), client.get(reverse("credential_edit", args=[credential.pk]))]
     for response in [*responses, duplicate]:

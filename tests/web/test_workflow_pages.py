@@ -39,6 +39,16 @@ def test_dashboard_lists_runs_workflows_and_chart(client_in, workflow, finished_
     assert "Succeeded <strong>1</strong>" in body
 
 
+def test_dashboard_suggests_the_offline_rag_demo_first(client_in, workflow, workspace, user):
+    from workflows.services import workflow_create
+
+    rag = workflow_create(workspace=workspace, user=user, name="Answer from the guide", tags=["demo", "rag"])
+    workflow.save()  # the other workflow is now the most recently updated
+    body = client_in.get(reverse("dashboard")).content.decode()
+    assert "No runs yet" in body
+    assert f'href="{reverse("workflow_run", args=[rag.pk])}">▶ Run “Answer from the guide”' in body
+
+
 def test_library_search_tag_and_active_filters(client_in, workflow, workspace, user):
     from workflows.services import workflow_create
 
