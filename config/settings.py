@@ -193,7 +193,12 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": env.str("CHANNELS_PREFIX", default="graphwright")},
+            "CONFIG": {
+                # A consumer waits for messages with BZPOPMIN for 5 s at a time; redis-py's default 5 s
+                # socket timeout would race it and drop every WebSocket after 5 quiet seconds.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+                "prefix": env.str("CHANNELS_PREFIX", default="graphwright"),
+            },
         }
     }
 else:
