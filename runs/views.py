@@ -121,10 +121,14 @@ def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
-def streamed_tokens(run: Run) -> dict[str, str]:
-    """The text each node has streamed so far, rebuilt from its stored ``llm.token`` events."""
+def streamed_tokens(run: Run, upto: int | None = None) -> dict[str, str]:
+    """The text each node has streamed so far (up to event ``upto``), rebuilt from its stored
+    ``llm.token`` events."""
     tokens: dict[str, list[str]] = {}
-    for data in run.events.filter(type=TOKEN_EVENT).order_by("seq").values_list("data", flat=True):
+    events = run.events.filter(type=TOKEN_EVENT)
+    if upto is not None:
+        events = events.filter(seq__lte=upto)
+    for data in events.order_by("seq").values_list("data", flat=True):
         if isinstance(data, dict):
             tokens.setdefault(str(data.get("node_id", "")), []).append(str(data.get("text", "")))
     return {node: "".join(parts) for node, parts in tokens.items()}
@@ -133,13 +137,19 @@ def streamed_tokens(run: Run) -> dict[str, str]:
 class RunDetailView(RunMixin, View):
     def get(self, request, pk: int):
         run = self.run
+        # The stream position first, then everything else: the page shows state at least as new as
+        # last_seq and replays every later event on top. Read the other way round, events committed
+        # between the reads would be in neither (a run shown running that is already waiting).
+        last_seq = run.events.order_by("-seq").values_list("seq", flat=True).first() or 0
+        run.refresh_from_db()
         definition = run.version.definition or {}
-        tokens = streamed_tokens(run)
+        tokens = streamed_tokens(run, upto=last_seq)
         panels = node_panels(run, definition, tokens)
         statuses = {p["id"]: p["status"] for p in panels}
-        timeline = list(run.events.exclude(type=TOKEN_EVENT).order_by("-seq")[:TIMELINE_LIMIT])
+        timeline = list(
+            run.events.exclude(type=TOKEN_EVENT).filter(seq__lte=last_seq).order_by("-seq")[:TIMELINE_LIMIT]
+        )
         timeline.reverse()
-        last_seq = run.events.order_by("-seq").values_list("seq", flat=True).first() or 0
         total = len(panels)
         done = sum(1 for p in panels if p["is_final"])
         user = request.user

@@ -83,3 +83,24 @@ def loopback(settings):
     yield server
     server.shutdown()
     server.server_close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed browser test shows what the servers logged and where its runs stood."""
+    outcome = yield
+    report = outcome.get_result()
+    servers = item.funcargs.get("servers") if hasattr(item, "funcargs") else None
+    if report.when != "call" or not report.failed or servers is None:
+        return
+    for name in ("daphne", "qcluster"):
+        log = servers.log_dir / f"{name}.log"
+        if log.exists():
+            report.sections.append((f"{name}.log (tail)", log.read_text(errors="replace")[-6000:]))
+    from runs.models import Run
+
+    lines = []
+    for run in Run.objects.order_by("-pk")[:5]:
+        nodes = ", ".join(f"{n.node_id}={n.status}" for n in run.node_runs.all())
+        lines.append(f"run {run.pk} {run.status} seq={run.event_seq} [{nodes}] {run.error[:200]}")
+    report.sections.append(("latest runs", "\n".join(lines)))
