@@ -26,12 +26,13 @@ import threading
 import time
 import traceback
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from workflows.choices import ERROR_BRANCH, OnError
@@ -147,6 +148,32 @@ def cancel_active_children(run_id: int, node_id: str | None = None) -> None:
         cancel_active_children(child.pk)
 
 
+# -- pinned versions ------------------------------------------------------------------------------
+_VERSION_CACHE: OrderedDict[int, str] = OrderedDict()
+_VERSION_CACHE_SIZE = 256
+_version_lock = threading.Lock()
+
+
+def version_definition(version_id: int) -> dict[str, Any]:
+    """The definition of a workflow version, as a fresh dict the caller may change. A version is
+    immutable, so a worker keeps the latest few hundred as JSON text and skips the query (and the
+    join on every run start); each call decodes its own copy."""
+    with _version_lock:
+        text = _VERSION_CACHE.get(version_id)
+        if text is not None:
+            _VERSION_CACHE.move_to_end(version_id)
+    if text is None:
+        from workflows.models import WorkflowVersion
+
+        definition = WorkflowVersion.objects.filter(pk=version_id).values_list("definition", flat=True).first()
+        text = json.dumps(definition or {})
+        with _version_lock:
+            _VERSION_CACHE[version_id] = text
+            while len(_VERSION_CACHE) > _VERSION_CACHE_SIZE:
+                _VERSION_CACHE.popitem(last=False)
+    return json.loads(text)
+
+
 # -- outputs --------------------------------------------------------------------------------------
 def load_output(value: Any, run_id: int | None = None) -> Any:
     """An output as downstream nodes see it: an artifact reference is read back from its file."""
@@ -223,7 +250,6 @@ class Engine:
         self.failure: str | None = None
         self.resumed = False
         self.fresh = False  # first start of a queued run: it has no NodeRuns yet
-        self.node_runs_loaded = False
         self.watcher: threading.Thread | None = None
         self.started_mono = 0.0
         self.more_ready = False  # the step's inline budget ran out with nodes still ready
@@ -244,13 +270,18 @@ class Engine:
         ahead = Run.objects.filter(workflow_id=run.workflow_id, status=RunStatus.QUEUED, pk__lt=run.pk).count()
         return running + ahead < limit
 
-    def _acquire(self) -> Run | None:
-        with transaction.atomic():
-            run = (
-                Run.objects.select_for_update(of=("self",))
-                .select_related("workflow__workspace", "version")
-                .filter(pk=self.run_id)
-                .first()
+    def _acquire(self, buffer: events.Deferred) -> Run | None:
+        """Take the run's lease in the caller's transaction (which goes on with the first step)."""
+        with transaction.atomic(savepoint=False):
+            # No .first(): its ORDER BY is needless work on a primary-key lookup. The pinned version
+            # comes from a per-process cache (versions never change), not from a join.
+            run = next(
+                iter(
+                    Run.objects.select_for_update(of=("self",))
+                    .select_related("workflow__workspace")
+                    .filter(pk=self.run_id)
+                ),
+                None,
             )
             if run is None or run.status in RUN_FINAL:
                 return None
@@ -261,9 +292,11 @@ class Engine:
             if run.status == RunStatus.QUEUED:
                 if not self.bypass_limit and not self._admitted(run):
                     return None
-                events.transition_run(run, RunStatus.RUNNING, locked=run, attempt=1, data={"attempt": 1}, **lease)
                 # queued → running happens once; only run_rerun creates NodeRuns before that.
                 self.fresh = run.rerun_of_id is None
+                if self.fresh:  # nothing of this run exists beyond its row: write it all at the end
+                    buffer.attach(run)
+                events.transition_run(run, RunStatus.RUNNING, locked=run, attempt=1, data={"attempt": 1}, **lease)
             elif run.status == RunStatus.WAITING:
                 events.transition_run(run, RunStatus.RUNNING, locked=run, data={"resumed": True}, **lease)
                 self.resumed = True
@@ -322,22 +355,36 @@ class Engine:
             self.watcher.start()
 
     def execute(self) -> Run | None:
-        run = self._acquire()
-        if run is None:
-            return None
-        self.run = run
-        self.started_mono = time.monotonic()
+        """Take the lease and run the first step in one transaction (a run made only of inline
+        nodes finishes right there, in one commit), then go on step by step."""
         try:
-            self._execute()
+            with transaction.atomic(), events.Deferred() as buffer:
+                run = self._acquire(buffer)
+                if run is None:
+                    return None
+                self.run = run
+                self.started_mono = time.monotonic()
+                launch = self._guarded(self._begin)
+            if launch is not None:
+                self._guarded(lambda: self._go_on(launch))
         except LeaseLost:
             self._abandon_all()
+        except Exception as exc:
+            if self.run is None:
+                raise  # nothing was taken: the task records the crash
+            # The first transaction broke and rolled back (the run is queued again): end it here.
+            logger.exception("Run %s: engine error", self.run_id)
+            self.run = Run.objects.filter(pk=self.run_id).first()
+            if self.run is not None:
+                with contextlib.suppress(IllegalTransition):
+                    finish_run(self.run, RunStatus.FAILED, error=f"Engine error: {type(exc).__name__}: {exc}")
         finally:
             self.stop_watch.set()
-        return run
+        return self.run
 
     # -- graph ------------------------------------------------------------------------------------
     def _load_graph(self) -> None:
-        definition = self.run.version.definition or {}
+        definition = version_definition(self.run.version_id)
         self.definition = definition
         self.nodes: dict[str, dict[str, Any]] = {n["id"]: n for n in definition.get("nodes", [])}
         self.incoming: dict[str, list[tuple[str, str]]] = {node_id: [] for node_id in self.nodes}
@@ -361,17 +408,21 @@ class Engine:
         self.sinks = [n for n in self.nodes if not self.outgoing[n]]
 
     def _load_node_runs(self) -> None:
-        self.node_runs_loaded = True
         if self.fresh:  # (run, node_id) is unique: a wrong guess would fail loudly, never duplicate
             existing: dict[str, NodeRun] = {}
+            buffer = events.Deferred.active(self.run.pk)
         else:
+            buffer = None
             existing = {nr.node_id: nr for nr in NodeRun.objects.filter(run_id=self.run.pk)}
         missing = [
             NodeRun(run_id=self.run.pk, node_id=node_id, node_type=self.nodes[node_id].get("type", ""))
             for node_id in self.order
             if node_id not in existing
         ]
-        if missing:
+        if missing and buffer is not None:  # inserted with the statuses they have at the flush
+            buffer.add_node_runs(missing)
+            existing.update({nr.node_id: nr for nr in missing})
+        elif missing:
             created = NodeRun.objects.bulk_create(missing)
             if all(nr.pk for nr in created):
                 existing.update({nr.node_id: nr for nr in created})
@@ -401,6 +452,13 @@ class Engine:
             elif node_run.status == NodeRunStatus.CANCELLED:
                 raise _RunFailed(f"Node {node_id!r} was cancelled.")
 
+    def _save_node_runs(self) -> None:
+        """Insert NodeRuns still held back by the first step's deferred writes (an artifact needs
+        its node's primary key)."""
+        buffer = events.Deferred.active(self.run.pk)
+        if buffer is not None:
+            buffer.save_node_runs()
+
     def _publish(self, node_id: str) -> None:
         state, node_run = self.state[node_id], self.node_runs[node_id]
         self.node_context[node_id] = {"output": state.output, "status": node_run.status, "branch": state.branch}
@@ -419,33 +477,54 @@ class Engine:
         return branch == "" or branch == state.branch
 
     # -- main loop --------------------------------------------------------------------------------
-    def _execute(self) -> None:
-        run = self.run
+    def _guarded(self, body: Any) -> Any:
+        """Call ``body``; a failure ends the run as failed (in the current transaction, if any).
+        Returns what ``body`` returned, or None when it raised."""
         try:
-            self._load_graph()
-            if not self.nodes:
-                raise _RunFailed("The workflow has no nodes.")
-            if not self.fresh:  # a fresh run creates its NodeRuns in the first step's transaction
-                self._load_node_runs()
-            self._base_context()
-            timeout = self.definition.get("timeout") or run.workflow.timeout or settings.GW_RUN_TIMEOUT
-            # Time parked waiting for a person does not count: a resumed run gets the full timeout again.
-            started = timezone.now() if self.resumed or not run.started_at else run.started_at
-            self.run_deadline = time.monotonic() + float(timeout) - (timezone.now() - started).total_seconds()
-            self.run_timeout = float(timeout)
-            self._loop()
+            return body()
         except _RunFailed as failure:
             self._abandon_all()
             self._finish(RunStatus.FAILED, error=str(failure))
         except events.RunFinished:
             self._abandon_all()
-            self.run.refresh_from_db()
+            self._refresh()
         except LeaseLost:
             raise
         except Exception as exc:
-            logger.exception("Run %s: engine error", run.pk)
+            if connection.in_atomic_block and connection.needs_rollback:
+                raise  # the transaction is broken: execute() fails the run after the rollback
+            logger.exception("Run %s: engine error", self.run_id)
             self._abandon_all()
             self._finish(RunStatus.FAILED, error=f"Engine error: {type(exc).__name__}: {exc}")
+        return None
+
+    def _refresh(self) -> None:
+        """Re-read the run after someone else ended it (never while its writes are deferred: then
+        nobody else can have written it, and the in-memory row is the one the flush saves)."""
+        if events.Deferred.active(self.run.pk) is None:
+            self.run.refresh_from_db()
+
+    def _begin(self) -> list[Attempt] | None:
+        """Load the graph and run the first step (in the lease's transaction). Returns the attempts
+        to launch once it commits, or None when the run already ended."""
+        run = self.run
+        self._load_graph()
+        if not self.nodes:
+            raise _RunFailed("The workflow has no nodes.")
+        self._load_node_runs()  # a fresh run's rows are inserted at the flush, with their statuses
+        self._base_context()
+        timeout = self.definition.get("timeout") or run.workflow.timeout or settings.GW_RUN_TIMEOUT
+        # Time parked waiting for a person does not count: a resumed run gets the full timeout again.
+        started = timezone.now() if self.resumed or not run.started_at else run.started_at
+        self.run_deadline = time.monotonic() + float(timeout) - (timezone.now() - started).total_seconds()
+        self.run_timeout = float(timeout)
+        finished, launch = self._step(max(1, settings.GW_MAX_PARALLEL_NODES))
+        return None if finished else launch
+
+    def _go_on(self, launch: list[Attempt]) -> None:
+        """After the first step's commit: launch its attempts, then loop."""
+        if not self._after_step(launch):
+            self._loop()
 
     def _base_context(self) -> None:
         run = self.run
@@ -473,40 +552,50 @@ class Engine:
     def _loop(self) -> None:
         max_parallel = max(1, settings.GW_MAX_PARALLEL_NODES)
         while True:
-            if time.monotonic() - self.started_mono >= POLL_SECONDS:
-                self._ensure_watcher()
-            self._check_stopped()
-            if time.monotonic() >= self.run_deadline:
-                raise _RunFailed(f"The run timed out after {self.run_timeout:g} s.")
-            self._poll_waiting()
-            # One step = one transaction: record what finished, then start (or run inline) what is ready.
-            # Attempt threads start only after the commit, so a node never runs before its "running" row.
-            launch: list[Attempt] = []
-            finished = False
-            with transaction.atomic():
-                if not self.node_runs_loaded:
-                    self._load_node_runs()
-                self._drain()
-                self._expire_attempts()
-                if self.failure is None:
-                    self._schedule(max_parallel, launch)
-                if self._complete(launch):
-                    # Every node is resolved: finish the run in this step's transaction (a savepoint
-                    # inside it), one commit instead of two. The step's node writes locked the run
-                    # row after checking it had not ended, so nobody can end it in between.
-                    self._succeed()
-                    finished = True
-            if finished:
+            finished, launch = self._step(max_parallel)
+            if finished or self._after_step(launch):
                 return
-            if launch:
-                self._ensure_watcher()
-            for attempt in launch:
-                attempt.thread.start()
-            if self.failure is not None:
-                raise _RunFailed(self.failure)
-            if self._settled():
-                return
-            self._wait_for_message()
+
+    def _step(self, max_parallel: int) -> tuple[bool, list[Attempt]]:
+        """One step = one transaction: record what finished, then start (or run inline) what is
+        ready. Returns whether the run finished, and the attempts to launch after the commit (so a
+        node never runs before its "running" row is visible)."""
+        if time.monotonic() - self.started_mono >= POLL_SECONDS:
+            self._ensure_watcher()
+        self._check_stopped()
+        if time.monotonic() >= self.run_deadline:
+            raise _RunFailed(f"The run timed out after {self.run_timeout:g} s.")
+        self._poll_waiting()
+        launch: list[Attempt] = []
+        with transaction.atomic(savepoint=False):
+            self._drain()
+            self._expire_attempts()
+            if self.failure is None:
+                self._schedule(max_parallel, launch)
+            if self._complete(launch):
+                # Every node is resolved: finish the run in this step's transaction, one commit
+                # instead of two. The step's node writes locked the run row after checking it had
+                # not ended, so nobody can end it in between.
+                self._succeed()
+                return True, launch
+            if self._parkable(launch) and self._wait():
+                # Only approvals remain: the run waits in the same commit as its last waiting node,
+                # so nobody ever sees a node waiting for a person under a run still "running".
+                return True, launch
+        return False, launch
+
+    def _after_step(self, launch: list[Attempt]) -> bool:
+        """Launch the step's attempts, then wait for the next result. True when the run is done here."""
+        if launch:
+            self._ensure_watcher()
+        for attempt in launch:
+            attempt.thread.start()
+        if self.failure is not None:
+            raise _RunFailed(self.failure)
+        if self._settled():
+            return True
+        self._wait_for_message()
+        return False
 
     def _schedule(self, max_parallel: int, launch: list[Attempt]) -> None:
         """Start due retries and newly ready nodes; skip what can no longer run. Nodes run inline
@@ -562,6 +651,16 @@ class Engine:
         if self.failure is not None or launch or self.inflight or self.run_stopped or self.lease_lost:
             return False
         return all(s.status in ("done", "skipped") for s in self.state.values())
+
+    def _parkable(self, launch: list[Attempt]) -> bool:
+        """Whether nothing can happen until a person decides: no attempt running or due, nothing
+        startable left, and at least one node waiting."""
+        if self.failure is not None or launch or self.inflight or self.more_ready:
+            return False
+        if self.run_stopped or self.lease_lost:
+            return False
+        statuses = {s.status for s in self.state.values()}
+        return "waiting" in statuses and statuses <= {"done", "skipped", "waiting", "pending"}
 
     def _settled(self) -> bool:
         """Finish the run (or put it to wait) when nothing more can happen in this worker."""
@@ -711,6 +810,7 @@ class Engine:
             raise NodeCancelled("abandoned")
         from .services import artifact_save
 
+        self._save_node_runs()
         artifact = artifact_save(run=self.run, node_run=self.node_runs[attempt.node_id], **kwargs)
         return artifact_reference(artifact)
 
@@ -754,6 +854,7 @@ class Engine:
             return output
         from .services import artifact_save
 
+        self._save_node_runs()
         artifact = artifact_save(
             run=self.run,
             node_run=node_run,
@@ -844,7 +945,7 @@ class Engine:
         Under the run lock, re-check that no waiting node was resolved meanwhile (run_resume takes
         the same lock), so a decision can never be lost between the check and the transition."""
         waiting = [n for n, s in self.state.items() if s.status == "waiting"]
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):
             Run.objects.select_for_update().filter(pk=self.run.pk).values_list("pk", flat=True).first()
             resolved = NodeRun.objects.filter(run_id=self.run.pk, node_id__in=waiting).exclude(
                 status=NodeRunStatus.WAITING
@@ -871,13 +972,13 @@ class Engine:
             return
         # One transaction for result.json and the final status (no savepoint: transition_run raises
         # IllegalTransition only after writing nothing, so catching it here keeps the transaction usable).
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):
             artifact_save(run=self.run, name="result.json", content=outputs, content_type="application/json")
             try:
                 events.transition_run(self.run, RunStatus.SUCCEEDED, outputs=outputs)
             except IllegalTransition:
                 # Someone else ended the run first (a cancel): their status stands.
-                self.run.refresh_from_db()
+                self._refresh()
             else:
                 after_finish(self.run)
 
@@ -888,7 +989,7 @@ class Engine:
             finish_run(self.run, status, **fields)
         except IllegalTransition:
             # Someone else ended the run first (a cancel): their status stands.
-            self.run.refresh_from_db()
+            self._refresh()
 
 
 class _RunFailed(Exception):
