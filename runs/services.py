@@ -91,16 +91,11 @@ def validate_inputs(declared: dict[str, Any] | None, inputs: dict[str, Any] | No
 
 
 def _pin_version(workflow: Workflow, user: User | None) -> WorkflowVersion:
-    """The version a new run pins: the workflow service validates and publishes a changed draft."""
-    from workflows import services as workflow_services
+    """The version a new run pins: the workflow service validates and publishes a changed draft.
+    The caller has checked that ``user`` may run in the workspace."""
+    from workflows.services import workflow_version_to_run
 
-    current = getattr(workflow_services, "workflow_current_version", None)
-    if current is not None:
-        try:
-            return current(workflow=workflow, user=user)
-        except NotImplementedError:
-            pass
-    version = workflow.latest_version()
+    version = workflow_version_to_run(workflow=workflow, user=user)
     if version is None:
         raise ValidationError({"workflow": "The workflow has no published version to run."})
     return version
