@@ -107,19 +107,26 @@
     }).catch(function () {});
   }
 
-  // After the run ends, swap in the server's rendering of the parts that only exist then.
-  function softRefresh() {
+  // Whether the person is filling in a form inside el (an approval comment): never swap that away.
+  function inUse(el) {
+    if (el.contains(document.activeElement) && document.activeElement !== document.body) return true;
+    return Array.prototype.some.call(el.querySelectorAll("textarea, input[type=text]"), function (f) { return f.value !== ""; });
+  }
+
+  // When the run ends (or parks for a person), swap in the server's rendering of the parts that
+  // only exist then: outputs, artifacts, the approval forms.
+  function softRefresh(final) {
     return fetch(window.location.href, { credentials: "same-origin" }).then(function (r) { return r.text(); }).then(function (html) {
       var doc = new DOMParser().parseFromString(html, "text/html");
       ["node-panels", "run-outputs", "artifacts", "run-status", "progress"].forEach(function (id) {
         var fresh = doc.getElementById(id), old = document.getElementById(id);
-        if (fresh && old) old.replaceWith(document.importNode(fresh, true));
+        if (fresh && old && !inUse(old)) old.replaceWith(document.importNode(fresh, true));
       });
       var actions = doc.querySelector(".page-head .actions"), oldActions = $(".page-head .actions");
-      if (actions && oldActions) oldActions.replaceWith(document.importNode(actions, true));
+      if (actions && oldActions && !inUse(oldActions)) oldActions.replaceWith(document.importNode(actions, true));
       var err = doc.getElementById("run-error");
       if (err && !document.getElementById("run-error")) $("#progress").insertAdjacentElement("afterend", document.importNode(err, true));
-      document.body.setAttribute("data-run-final", "1");
+      if (final) document.body.setAttribute("data-run-final", "1");
     }).catch(function () {});
   }
 
@@ -151,7 +158,7 @@
       var holder = $("#run-status");
       if (holder) { holder.innerHTML = ""; holder.appendChild(badge(runStatus)); }
       setStatusClass($("#progress .progress-bar"), runStatus);
-      if (runStatus === "waiting") softRefresh();
+      if (runStatus === "waiting") softRefresh(false);
     }
     if (FINAL_RUN.indexOf(ev.type) >= 0) finishRun(runStatus);
   }
@@ -162,7 +169,7 @@
     if (holder && status) { holder.innerHTML = ""; holder.appendChild(badge(status)); }
     setLive(false);
     updateProgress();
-    softRefresh();
+    softRefresh(true);
   }
 
   function setLive(on) {
