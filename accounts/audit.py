@@ -18,12 +18,29 @@ def audit(
     data: dict[str, Any] | None = None,
     ip_address: str | None = None,
 ) -> AuditLog:
+    entry = audit_entry(
+        action=action, actor=actor, workspace=workspace, target=target, data=data, ip_address=ip_address
+    )
+    entry.save()
+    return entry
+
+
+def audit_entry(
+    *,
+    action: str,
+    actor: User | None = None,
+    workspace: Workspace | int | None = None,
+    target: models.Model | None = None,
+    data: dict[str, Any] | None = None,
+    ip_address: str | None = None,
+) -> AuditLog:
+    """The entry :func:`audit` writes, unsaved (for a caller that inserts many at once)."""
     from .middleware import current_ip
 
     workspace_id = workspace if isinstance(workspace, int) or workspace is None else workspace.pk
     if ip_address is None:
         ip_address = current_ip.get()
-    return AuditLog.objects.create(
+    return AuditLog(
         workspace_id=workspace_id,
         actor=actor if getattr(actor, "is_authenticated", False) else None,
         action=action,

@@ -1,10 +1,18 @@
 """Throughput through the real queue: one-node runs per second, django-q2 with the Redis broker.
 
 A subprocess sets up a throwaway PostgreSQL database and a Redis-brokered q-cluster of its own
-(unique cluster name and prefix), enqueues one-node runs with ``run_start`` and times them from the
-first enqueue until the last one has succeeded. Key: ``queue.redis.runs_per_second`` (and
-``queue.redis.enqueue_per_second``, the rate the ``BENCH_QUEUE_CLIENTS`` concurrent clients that
-create the runs achieved meanwhile).
+(unique cluster name and prefix). ``BENCH_QUEUE_CLIENTS`` concurrent clients create one-node runs
+while the cluster executes them; each pass is timed from the first enqueue until the last run has
+succeeded. Two passes over the same cluster:
+
+- ``queue.redis.runs_per_second``: the clients start runs in batches of ``BENCH_QUEUE_BATCH``
+  (``run_start_many``, as ``POST /workflows/{id}/runs/batch/`` does); workers execute them in
+  chunks with shared writes (``runs.tasks.execute_runs``).
+- ``queue.redis.single_runs_per_second``: every run started alone (``run_start``, one task each),
+  as ``POST /workflows/{id}/runs/`` does.
+
+Each pass also reports the rate at which its clients created the runs (``…enqueue_per_second``):
+when it is close to the execution rate, the producers set the pace, not the queue.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("PG_URL", "postgres://postgres@127.0.0.1:5432")
@@ -26,6 +35,7 @@ RUNS = int(os.environ.get("BENCH_QUEUE_RUNS", "400"))
 # Concurrent clients creating runs (as a load generator would): one client alone cannot create runs
 # as fast as the cluster executes them, and then the figure would measure run_start, not the queue.
 CLIENTS = int(os.environ.get("BENCH_QUEUE_CLIENTS", "2"))
+BATCH = int(os.environ.get("BENCH_QUEUE_BATCH", "50"))
 WORKERS = int(os.environ.get("BENCH_QUEUE_WORKERS", str(max(2, (os.cpu_count() or 2) * 2))))
 
 
@@ -40,7 +50,7 @@ def measure() -> dict[str, float]:
     call_command("migrate", verbosity=0)
     from accounts.services import personal_workspace, user_create
     from runs.models import Run
-    from runs.services import run_start
+    from runs.services import run_start, run_start_many
     from workflows.models import Workflow, WorkflowVersion
 
     user = user_create(username="bench", password="bench-password-1")
@@ -66,30 +76,45 @@ def measure() -> dict[str, float]:
 
         warm = [run_start(workflow=workflow, user=user, inputs={"i": i}).pk for i in range(2 * WORKERS)]
         drain(warm, 120)
-        started = time.perf_counter()
         import threading
 
         from django.db import connections
 
-        ids: list[int] = []
+        def timed(create: Any) -> tuple[float, float, list[int]]:
+            """Clients call ``create(numbers)`` concurrently; (runs/s, enqueues/s, run ids)."""
+            ids: list[int] = []
+            started = time.perf_counter()
 
-        def client(numbers: range) -> None:
-            try:
-                created = [run_start(workflow=workflow, user=user, inputs={"i": i}).pk for i in numbers]
-                ids.extend(created)
-            finally:
-                connections.close_all()
+            def client(numbers: list[int]) -> None:
+                try:
+                    ids.extend(create(numbers))
+                finally:
+                    connections.close_all()
 
-        threads = [threading.Thread(target=client, args=(range(c, RUNS, CLIENTS),)) for c in range(CLIENTS)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        enqueued = time.perf_counter() - started
-        if len(ids) != RUNS:
-            raise RuntimeError("a client failed to create its runs")
-        drain(ids, 600)
-        elapsed = time.perf_counter() - started
+            threads = [threading.Thread(target=client, args=(list(range(c, RUNS, CLIENTS)),)) for c in range(CLIENTS)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            enqueued = time.perf_counter() - started
+            if len(ids) != RUNS:
+                raise RuntimeError("a client failed to create its runs")
+            drain(ids, 600)
+            return RUNS / (time.perf_counter() - started), RUNS / enqueued, ids
+
+        def batches(numbers: list[int]) -> list[int]:
+            created: list[int] = []
+            for i in range(0, len(numbers), BATCH):
+                chunk = numbers[i : i + BATCH]
+                runs = run_start_many(workflow=workflow, user=user, inputs=[{"i": n} for n in chunk])
+                created += [run.pk for run in runs]
+            return created
+
+        def singles(numbers: list[int]) -> list[int]:
+            return [run_start(workflow=workflow, user=user, inputs={"i": n}).pk for n in numbers]
+
+        batched, batched_enqueue, ids = timed(batches)
+        single, single_enqueue, _ = timed(singles)
         if os.environ.get("BENCH_QUEUE_DEBUG"):
             import statistics
 
@@ -104,10 +129,13 @@ def measure() -> dict[str, float]:
         except subprocess.TimeoutExpired:
             os.killpg(cluster.pid, signal.SIGKILL)
     return {
-        "runs_per_second": RUNS / elapsed,
-        "enqueue_per_second": RUNS / enqueued,
+        "runs_per_second": batched,
+        "enqueue_per_second": batched_enqueue,
+        "single_runs_per_second": single,
+        "single_enqueue_per_second": single_enqueue,
         "workers": WORKERS,
         "clients": CLIENTS,
+        "batch": BATCH,
     }
 
 
@@ -143,12 +171,16 @@ def run(results: dict[str, float]) -> None:
             if out.returncode != 0:
                 raise RuntimeError(f"bench_queue failed:\n{out.stdout}\n{out.stderr}")
             figures = json.loads(out.stdout.strip().splitlines()[-1])
-        results["queue.redis.runs_per_second"] = figures["runs_per_second"]
-        results["queue.redis.workers"] = figures["workers"]
-        results["queue.redis.clients"] = figures["clients"]
-        # The clients share the CPUs with the cluster: when this is close to runs_per_second, the
-        # producers (run_start), not the queue, set the pace.
-        results["queue.redis.enqueue_per_second"] = figures["enqueue_per_second"]
+        for key in (
+            "runs_per_second",
+            "enqueue_per_second",
+            "single_runs_per_second",
+            "single_enqueue_per_second",
+            "workers",
+            "clients",
+            "batch",
+        ):
+            results[f"queue.redis.{key}"] = figures[key]
     finally:
         with psycopg.connect(f"{PG_URL}/postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

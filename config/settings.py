@@ -278,6 +278,8 @@ GW_HEARTBEAT_SECONDS = _get("GW_HEARTBEAT_SECONDS", int, 5)
 GW_MAX_RUN_ATTEMPTS = _get("GW_MAX_RUN_ATTEMPTS", int, 3)
 GW_RUN_TIMEOUT = _get("GW_RUN_TIMEOUT", int, 3600)
 GW_REAPER_MINUTES = _get("GW_REAPER_MINUTES", int, 1)
+GW_BATCH_MAX_RUNS = _get("GW_BATCH_MAX_RUNS", int, 1000)  # runs one batch start may create
+GW_RUN_CHUNK = _get("GW_RUN_CHUNK", int, 25)  # runs of a batch one worker task executes together
 GW_DEFAULT_MAX_CONCURRENT_RUNS = _get("GW_DEFAULT_MAX_CONCURRENT_RUNS", int, 0)  # 0 = unlimited
 SSRF_ALLOWLIST = _get("SSRF_ALLOWLIST", list, [])
 ENCRYPTION_KEYS = _get("ENCRYPTION_KEYS", list, [])

@@ -103,6 +103,43 @@ def enqueue(run_id: int) -> None:
     transaction.on_commit(send)
 
 
+def enqueue_many(run_ids: list[int]) -> None:
+    """Hand runs started together to the workers in chunks (``runs.tasks.execute_runs``), after
+    the current transaction commits: at most ``GW_RUN_CHUNK`` runs a chunk, and at least as many
+    chunks as there are workers when there are enough runs, so the batch spreads over all of them."""
+    from django_q.tasks import async_task
+
+    workers = max(1, int(settings.Q_CLUSTER.get("workers") or 1))
+    size = max(1, min(settings.GW_RUN_CHUNK, -(-len(run_ids) // workers)))
+    chunks = [run_ids[i : i + size] for i in range(0, len(run_ids), size)]
+
+    def send() -> None:
+        for chunk in chunks:
+            try:
+                if len(chunk) == 1:
+                    async_task(
+                        "runs.tasks.execute_run",
+                        chunk[0],
+                        task_name=f"run-{chunk[0]}",
+                        group="runs",
+                        save=False,
+                        broker=_broker(),
+                    )
+                else:
+                    async_task(
+                        "runs.tasks.execute_runs",
+                        chunk,
+                        task_name=f"runs-{chunk[0]}-{chunk[-1]}",
+                        group="runs",
+                        save=False,
+                        broker=_broker(),
+                    )
+            except Exception:  # the reaper enqueues queued runs again; the rows stay the source of truth
+                logger.exception("Could not enqueue runs %s", chunk)
+
+    transaction.on_commit(send)
+
+
 def start_queued_runs(workflow_id: int, limit: int) -> None:
     """Enqueue the oldest queued runs of a workflow that may fit under its concurrency limit."""
     queued = list(
@@ -273,16 +310,13 @@ class Engine:
     def _acquire(self, buffer: events.Deferred) -> Run | None:
         """Take the run's lease in the caller's transaction (which goes on with the first step)."""
         with transaction.atomic(savepoint=False):
-            # No .first(): its ORDER BY is needless work on a primary-key lookup. The pinned version
-            # comes from a per-process cache (versions never change), not from a join.
-            run = next(
-                iter(
-                    Run.objects.select_for_update(of=("self",))
-                    .select_related("workflow__workspace")
-                    .filter(pk=self.run_id)
-                ),
-                None,
-            )
+            run = next(iter(_locked_runs([self.run_id])), None)
+            return self._take(run, buffer)
+
+    def _take(self, run: Run | None, buffer: events.Deferred) -> Run | None:
+        """Take the lease of ``run``, just read FOR UPDATE in the caller's transaction: start it,
+        resume it or recover it. None when there is nothing for this worker to do."""
+        with transaction.atomic(savepoint=False):
             if run is None or run.status in RUN_FINAL:
                 return None
             now = timezone.now()
@@ -357,14 +391,26 @@ class Engine:
     def execute(self) -> Run | None:
         """Take the lease and run the first step in one transaction (a run made only of inline
         nodes finishes right there, in one commit), then go on step by step."""
-        try:
+
+        def first() -> list[Attempt] | None:
             with transaction.atomic(), events.Deferred() as buffer:
                 run = self._acquire(buffer)
-                if run is None:
-                    return None
-                self.run = run
-                self.started_mono = time.monotonic()
-                launch = self._guarded(self._begin)
+                return None if run is None else self._first_step(run)
+
+        return self._protected(first)
+
+    def _first_step(self, run: Run) -> list[Attempt] | None:
+        """The first step of a run whose lease this transaction just took. Returns the attempts to
+        launch after the commit, or None when the run already ended (or failed) in it."""
+        self.run = run
+        self.started_mono = time.monotonic()
+        return self._guarded(self._begin)
+
+    def _protected(self, first: Any) -> Run | None:
+        """Call ``first()`` (the transaction of the first step, which returns what to launch after
+        its commit), then go on to the end of the run. Whatever breaks is recorded on the run."""
+        try:
+            launch = first()
             if launch is not None:
                 self._guarded(lambda: self._go_on(launch))
         except LeaseLost:
@@ -964,7 +1010,7 @@ class Engine:
             for node_id in self.sinks
             if self.node_runs[node_id].status == NodeRunStatus.SUCCEEDED
         }
-        from .services import artifact_save
+        from .services import artifact_prepare
 
         if self.run_stopped:
             raise events.RunFinished(self.run_stopped, RunStatus.SUCCEEDED)
@@ -973,7 +1019,14 @@ class Engine:
         # One transaction for result.json and the final status (no savepoint: transition_run raises
         # IllegalTransition only after writing nothing, so catching it here keeps the transaction usable).
         with transaction.atomic(savepoint=False):
-            artifact_save(run=self.run, name="result.json", content=outputs, content_type="application/json")
+            result = artifact_prepare(
+                run=self.run, name="result.json", content=outputs, content_type="application/json"
+            )
+            buffer = events.Deferred.active(self.run.pk)
+            if buffer is not None:  # nothing refers to result.json by id: insert it with the rest
+                buffer.add_artifact(result)
+            else:
+                result.save()
             try:
                 events.transition_run(self.run, RunStatus.SUCCEEDED, outputs=outputs)
             except IllegalTransition:
@@ -1007,6 +1060,76 @@ def artifact_reference(artifact: Any) -> dict[str, Any]:
     }
 
 
+def _locked_runs(run_ids: list[int], *, skip_locked: bool = False) -> list[Run]:
+    """The runs, read FOR UPDATE in the caller's transaction. The pinned version comes from a
+    per-process cache (versions never change), not from a join; no ORDER BY (Run's default one is
+    needless work on a primary-key lookup)."""
+    query = Run.objects.select_for_update(of=("self",), skip_locked=skip_locked).select_related("workflow__workspace")
+    return list(query.filter(pk__in=run_ids).order_by())
+
+
 def execute_run(run_id: int, *, bypass_limit: bool = False) -> Run | None:
     """Execute a run in this thread (the django-q2 task and ``mode="sync"`` both end here)."""
     return Engine(run_id, bypass_limit=bypass_limit).execute()
+
+
+def execute_runs(run_ids: list[int]) -> list[Run | None]:
+    """Execute several runs, started together (``run_start_many``), in this worker.
+
+    The fresh queued runs among them take their leases and run their first step in one shared
+    transaction, whose writes go out in one statement per table (a run made only of inline nodes
+    is finished right there): one commit for the whole chunk instead of one per run. Runs that go
+    on after their first step (a node in a thread, a retry) then continue concurrently, one thread
+    each. Anything else (a run another worker holds, a rerun, a resumed or recovered run, a
+    workflow with a concurrency limit) is executed alone, as ``execute_run`` would. A database
+    error in the shared transaction rolls it all back, and every run is then executed alone."""
+    run_ids = list(dict.fromkeys(run_ids))
+    started: list[tuple[Engine, list[Attempt] | None]] = []
+    alone: list[int] = []
+    try:
+        with transaction.atomic():
+            batch = events.Batch()
+            taken = {run.pk: run for run in _locked_runs(run_ids, skip_locked=True)}
+            for run_id in run_ids:
+                run = taken.get(run_id)
+                if run is None or run.status != RunStatus.QUEUED or run.rerun_of_id or concurrency_limit(run):
+                    alone.append(run_id)
+                    continue
+                engine = Engine(run_id)
+                with events.Deferred(batch) as buffer:
+                    if engine._take(run, buffer) is None:
+                        continue
+                    started.append((engine, engine._first_step(run)))
+            batch.write()
+    except Exception:
+        logger.exception("Runs %s: the shared first step failed; executing each run alone", run_ids)
+        for engine, _ in started:
+            engine.stop_watch.set()
+        started, alone = [], run_ids
+    for engine, launch in started:
+        if launch is None:  # it ended in its first step (a watcher may have started meanwhile)
+            engine.stop_watch.set()
+    # The commit is behind us: go on with the runs that did not finish in their first step.
+    going_on = [(engine, launch) for engine, launch in started if launch is not None]
+    threads = [
+        threading.Thread(target=_go_on_in_thread, args=(engine, launch), name=f"run-{engine.run_id}", daemon=True)
+        for engine, launch in going_on[1:]
+    ]
+    for thread in threads:
+        thread.start()
+    if going_on:
+        engine, launch = going_on[0]
+        engine._protected(lambda: launch)
+    results = {engine.run_id: engine.run for engine, _ in started}
+    for run_id in alone:
+        results[run_id] = execute_run(run_id)
+    for thread in threads:
+        thread.join()
+    return [results.get(run_id) for run_id in run_ids]
+
+
+def _go_on_in_thread(engine: Engine, launch: list[Attempt]) -> None:
+    try:
+        engine._protected(lambda: launch)
+    finally:
+        connections.close_all()

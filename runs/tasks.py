@@ -36,6 +36,18 @@ def execute_run(run_id: int) -> str:
     return f"run {run_id}: {run.status if run else 'nothing to do'}"
 
 
+def execute_runs(run_ids: list[int]) -> str:
+    """Execute a chunk of runs started together (``run_start_many``)."""
+    close_old_connections()
+    try:
+        runs = engine.execute_runs(run_ids)
+    except Exception:
+        logger.exception("Runs %s: the task failed", run_ids)
+        raise
+    done = sum(1 for run in runs if run is not None and run.is_finished)
+    return f"runs {run_ids[0]}..{run_ids[-1]}: {done} of {len(run_ids)} finished"
+
+
 def reap_runs(*, queued_after_seconds: float = 30.0) -> dict[str, int]:
     """Re-enqueue runs whose worker died (lease expired), queued runs whose message may have been
     lost, and parked runs whose approval timed out. Safe to repeat: the lease decides who executes."""

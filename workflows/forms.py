@@ -275,6 +275,57 @@ def _match_enum(value: str, options: list[Any]) -> Any:
     return value
 
 
+class BatchRunForm(forms.Form):
+    """Many runs at once: a JSON array of input objects, or JSON Lines (one object per line),
+    typed in or uploaded as a file."""
+
+    items = forms.CharField(
+        label="Inputs",
+        required=False,
+        widget=forms.Textarea(
+            attrs={"rows": 8, "class": "mono", "placeholder": '[{"text": "first"}, {"text": "second"}]'}
+        ),
+        help_text="A JSON array of input objects, or one JSON object per line. Each object starts one run.",
+    )
+    file = forms.FileField(
+        label="…or a file", required=False, help_text=".json (an array) or .jsonl (one object per line)"
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        upload = cleaned.get("file")
+        if upload is not None:
+            try:
+                text = upload.read().decode("utf-8")
+            except UnicodeDecodeError:
+                raise forms.ValidationError({"file": "The file is not UTF-8 text."}) from None
+            field = "file"
+        else:
+            text, field = cleaned.get("items") or "", "items"
+        if not text.strip():
+            raise forms.ValidationError({"items": "Give at least one input object."})
+        cleaned["inputs"] = self._parse(text, field)
+        return cleaned
+
+    def _parse(self, text: str, field: str) -> list[Any]:
+        stripped = text.strip()
+        if stripped.startswith("["):
+            try:
+                items = json.loads(stripped)
+            except json.JSONDecodeError as exc:
+                raise forms.ValidationError({field: f"Not a valid JSON array: {exc}"}) from None
+            return items
+        items = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                items.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise forms.ValidationError({field: f"Line {number} is not valid JSON: {exc}"}) from None
+        return items
+
+
 class RunForm(forms.Form):
     """One field per declared workflow input: ``{"name": {"type", "required", "default", "description"}}``."""
 

@@ -26,4 +26,5 @@ urlpatterns = [
     path("workflows/<int:pk>/delete/", views.WorkflowDeleteView.as_view(), name="workflow_delete"),
     path("workflows/<int:pk>/versions/", views.VersionListView.as_view(), name="workflow_versions"),
     path("workflows/<int:pk>/run/", views.WorkflowRunView.as_view(), name="workflow_run"),
+    path("workflows/<int:pk>/run/batch/", views.WorkflowBatchRunView.as_view(), name="workflow_run_batch"),
 ]

@@ -33,7 +33,7 @@ from runs.choices import RunStatus
 from runs.models import Run
 
 from . import diagram, graph, services
-from .forms import EdgeForm, ImportForm, NodeAddForm, NodeForm, PublishForm, RunForm, WorkflowForm
+from .forms import BatchRunForm, EdgeForm, ImportForm, NodeAddForm, NodeForm, PublishForm, RunForm, WorkflowForm
 from .models import Workflow, WorkflowVersion
 from .nodes import all_node_types, get_node_type
 
@@ -651,3 +651,29 @@ class WorkflowRunView(WorkflowMixin, View):
             else:
                 return redirect("run_detail", pk=run.pk)
         return render(request, "workflows/run_form.html", {"workflow": self.workflow, "form": form}, status=400)
+
+
+class WorkflowBatchRunView(WorkflowMixin, View):
+    """Start many runs at once from a list of input objects; lands on the workflow's runs."""
+
+    template_name = "workflows/run_batch.html"
+
+    def get(self, request, pk: int):
+        return render(request, self.template_name, {"workflow": self.workflow, "form": BatchRunForm()})
+
+    def post(self, request, pk: int):
+        self.require(Action.RUN)
+        form = BatchRunForm(request.POST, request.FILES)
+        if form.is_valid():
+            try:
+                runs = run_services.run_start_many(
+                    workflow=self.workflow, user=request.user, inputs=form.cleaned_data["inputs"], trigger="manual"
+                )
+            except ValidationError as exc:
+                messages_ = exc.message_dict if hasattr(exc, "error_dict") else {"": exc.messages}
+                for name, errors in messages_.items():
+                    form.add_error(None, [f"{name}: {error}" if name else error for error in errors])
+            else:
+                messages.success(request, f"Started {len(runs)} runs of “{self.workflow.name}”.")
+                return redirect(f"{reverse('run_list')}?workflow={self.workflow.pk}")
+        return render(request, self.template_name, {"workflow": self.workflow, "form": form}, status=400)

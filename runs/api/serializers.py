@@ -35,6 +35,21 @@ class RunCreateSerializer(serializers.Serializer):
     )
 
 
+class RunBatchSerializer(serializers.Serializer):
+    inputs = serializers.ListField(
+        child=InputsField(),
+        allow_empty=False,
+        help_text="One inputs object per run to start (at most GW_BATCH_MAX_RUNS, 1000 by default).",
+    )
+
+    def validate_inputs(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from django.conf import settings
+
+        if len(value) > settings.GW_BATCH_MAX_RUNS:
+            raise serializers.ValidationError(f"At most {settings.GW_BATCH_MAX_RUNS} runs per batch.")
+        return value
+
+
 class NodeRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = NodeRun
@@ -88,6 +103,11 @@ class RunSerializer(serializers.ModelSerializer):
             "duration_seconds",
         ]
         read_only_fields = fields
+
+
+class RunBatchResultSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    runs = RunSerializer(many=True)
 
 
 class RunDetailSerializer(RunSerializer):

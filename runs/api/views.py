@@ -22,6 +22,7 @@ from .serializers import (
     ArtifactSerializer,
     RerunSerializer,
     ResumeSerializer,
+    RunBatchSerializer,
     RunCreateSerializer,
     RunDetailSerializer,
     RunEventSerializer,
@@ -119,6 +120,49 @@ def start_run_response(request, workflow: Workflow, *, trigger: str = TriggerTyp
     run.refresh_from_db()
     code = status.HTTP_201_CREATED if mode == "sync" else status.HTTP_202_ACCEPTED
     return Response(RunDetailSerializer(run, context={"request": request}).data, status=code)
+
+
+def start_batch_response(request, workflow: Workflow) -> Response:
+    """POST /workflows/{id}/runs/batch/: start one run per inputs object, all or none."""
+    from runs.services import run_start_many
+
+    require_action(request, workflow.workspace, Action.RUN)
+    serializer = RunBatchSerializer(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    items: list[dict[str, Any]] = serializer.validated_data["inputs"]
+    key = (request.headers.get(IDEMPOTENCY_HEADER) or "").strip()
+    if len(key) > 240:  # each run's key is "<key>:<index>"
+        raise exceptions.ValidationError({IDEMPOTENCY_HEADER: ["At most 240 characters for a batch."]})
+    request_hash = canonical_hash({"workflow": workflow.pk, "batch": items}) if key else ""
+
+    def replay() -> Response | None:
+        first = Run.objects.filter(created_by=request.user, idempotency_key=f"{key}:0").first()
+        if first is None:
+            return None
+        if first.request_hash != request_hash:
+            raise Conflict("This Idempotency-Key was already used with a different request body.")
+        keys = [f"{key}:{index}" for index in range(len(items))]
+        runs = list(Run.objects.filter(created_by=request.user, idempotency_key__in=keys).order_by("id"))
+        body = {"count": len(runs), "runs": RunSerializer(runs, many=True).data}
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Idempotent-Replayed": "true"})
+
+    if key and (replayed := replay()) is not None:
+        return replayed
+    try:
+        runs = run_start_many(
+            workflow=workflow,
+            user=request.user,
+            inputs=items,
+            trigger=TriggerType.API,
+            idempotency_key=key,
+            request_hash=request_hash,
+        )
+    except IntegrityError:  # the same key, sent twice at once: the other request created the runs
+        if not key or (replayed := replay()) is None:
+            raise
+        return replayed
+    body = {"count": len(runs), "runs": RunSerializer(runs, many=True, context={"request": request}).data}
+    return Response(body, status=status.HTTP_202_ACCEPTED)
 
 
 class RunViewSet(ScopedQuerysetMixin, mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):

@@ -198,3 +198,53 @@ def test_runner_may_start_and_cancel_but_not_delete(member_client, workflow, use
     _viewer, viewer = member_client(Role.VIEWER)
     assert viewer.get(f"/api/v1/runs/{run_id}/").status_code == 200
     assert_error(viewer.post(f"/api/v1/runs/{run_id}/rerun/"), 403)
+
+
+def start_batch(client, workflow, items, **headers):
+    return client.post(f"/api/v1/workflows/{workflow.pk}/runs/batch/", {"inputs": items}, format="json", **headers)
+
+
+def test_batch_start_is_202_with_the_queued_runs_in_order(api_client, workflow):
+    response = start_batch(api_client, workflow, [{"text": "a"}, {"text": "b"}, {"text": "c"}])
+    assert response.status_code == 202, response.json()
+    body = response.json()
+    assert body["count"] == 3
+    assert [run["inputs"] for run in body["runs"]] == [{"text": "a"}, {"text": "b"}, {"text": "c"}]
+    assert {run["status"] for run in body["runs"]} == {"queued"} and {run["trigger"] for run in body["runs"]} == {"api"}
+    from runs import engine
+
+    engine.execute_runs([run["id"] for run in body["runs"]])
+    for run, text in zip(body["runs"], "abc", strict=True):
+        detail = api_client.get(f"/api/v1/runs/{run['id']}/").json()
+        assert detail["status"] == "succeeded"
+        assert next(n for n in detail["node_runs"] if n["node_id"] == "second")["output"] == f"{text}!"
+
+
+def test_batch_start_bad_items_are_400_by_index_and_start_nothing(api_client, workflow, settings):
+    error = assert_error(start_batch(api_client, workflow, [{"text": "ok"}, {"text": 3}, {}]), 400, "invalid")
+    assert set(error["fields"]) == {"inputs[1].text", "inputs[2].text"}, error
+    assert_error(start_batch(api_client, workflow, []), 400)
+    assert_error(start_batch(api_client, workflow, [{"text": "ok"}, "text"]), 400)
+    assert_error(api_client.post(f"/api/v1/workflows/{workflow.pk}/runs/batch/", {}, format="json"), 400)
+    settings.GW_BATCH_MAX_RUNS = 2
+    error = assert_error(start_batch(api_client, workflow, [{"text": "x"}] * 3), 400)
+    assert "At most 2" in str(error["fields"])
+    assert Run.objects.count() == 0
+
+
+def test_batch_start_idempotency_replays_the_same_runs_and_409s_another_body(api_client, workflow):
+    items = [{"text": "a"}, {"text": "b"}]
+    first = start_batch(api_client, workflow, items, HTTP_IDEMPOTENCY_KEY="nightly-7")
+    assert first.status_code == 202
+    again = start_batch(api_client, workflow, items, HTTP_IDEMPOTENCY_KEY="nightly-7")
+    assert again.status_code == 202 and again["Idempotent-Replayed"] == "true"
+    assert [r["id"] for r in again.json()["runs"]] == [r["id"] for r in first.json()["runs"]]
+    assert [r["idempotency_key"] for r in first.json()["runs"]] == ["nightly-7:0", "nightly-7:1"]
+    assert_error(start_batch(api_client, workflow, [{"text": "z"}], HTTP_IDEMPOTENCY_KEY="nightly-7"), 409, "conflict")
+    assert Run.objects.count() == 2
+
+
+def test_batch_start_needs_the_run_permission(client_for, make_member, workflow):
+    viewer = make_member(Role.VIEWER)
+    assert_error(start_batch(client_for(viewer), workflow, [{"text": "a"}]), 403)
+    assert Run.objects.count() == 0

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import connection
 
 from runs.models import NodeRun, Run
-from runs.services import run_start
+from runs.services import run_start, run_start_many
 from runs.tasks import reap_runs
 
 from .conftest import chain
@@ -76,7 +76,10 @@ def wait_until(predicate, timeout: float, what: str, step: float = 0.1) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_kill_9_the_worker_mid_run(make_workflow, user, tmp_path, settings):
+@pytest.mark.parametrize("batch", [False, True], ids=["single", "batch"])
+def test_kill_9_the_worker_mid_run(make_workflow, user, tmp_path, settings, batch):
+    """``batch``: the runs of each trial are started together (``run_start_many``), so a worker
+    executes them as one chunk (``runs.tasks.execute_runs``) and the kill hits the whole chunk."""
     from django_q.brokers import get_broker
 
     get_broker().purge_queue()  # stale messages from earlier tests would only slow the cluster down
@@ -93,7 +96,10 @@ def test_kill_9_the_worker_mid_run(make_workflow, user, tmp_path, settings):
     for trial in range(TRIALS):
         cluster = Cluster(log)
         try:
-            runs = [run_start(workflow=workflow, user=user).pk for _ in range(RUNS_PER_TRIAL)]
+            if batch:
+                runs = [run.pk for run in run_start_many(workflow=workflow, user=user, inputs=[{}] * RUNS_PER_TRIAL)]
+            else:
+                runs = [run_start(workflow=workflow, user=user).pk for _ in range(RUNS_PER_TRIAL)]
             all_runs += runs
             wait_until(
                 lambda runs=runs: NodeRun.objects.filter(run_id__in=runs, status="succeeded").exists(),

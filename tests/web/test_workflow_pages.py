@@ -207,6 +207,37 @@ def test_run_form_from_declared_inputs_starts_a_run(client_in, workflow):
     assert run.inputs == {"topic": "web"}
 
 
+def test_batch_run_page_starts_one_run_per_object(client_in, workflow):
+    url = reverse("workflow_run_batch", args=[workflow.pk])
+    assert url in client_in.get(reverse("workflow_run", args=[workflow.pk])).content.decode()
+    page = client_in.get(url).content.decode()
+    assert 'name="items"' in page and 'name="file"' in page
+    response = client_in.post(url, {"items": '{"topic": "a"}\n\n{"topic": "b"}\n'})
+    assert response.status_code == 302
+    assert response["Location"] == f"{reverse('run_list')}?workflow={workflow.pk}"
+    assert sorted(run.inputs["topic"] for run in workflow.runs.all()) == ["a", "b"]
+    assert {run.status for run in workflow.runs.all()} == {"queued"}
+    upload = SimpleUploadedFile("rows.json", b'[{"topic": "c"}]', content_type="application/json")
+    assert client_in.post(url, {"file": upload}).status_code == 302
+    assert workflow.runs.count() == 3
+
+
+def test_batch_run_page_shows_what_is_wrong_and_starts_nothing(client_in, workflow):
+    url = reverse("workflow_run_batch", args=[workflow.pk])
+    cases = {
+        "": "Give at least one input object.",
+        '[{"topic": "a"}': "Not a valid JSON array",
+        '{"topic": "a"}\n{"topic": ': "Line 2 is not valid JSON",
+        '[{"topic": "a"}, {"topic": 5}]': "inputs[1].topic: Expected string, got int.",
+        '[{"topic": "a"}, "b"]': "inputs[1]: Inputs must be a JSON object.",
+    }
+    for items, message in cases.items():
+        response = client_in.post(url, {"items": items})
+        assert response.status_code == 400, items
+        assert message in response.content.decode(), (items, response.content.decode())
+    assert not workflow.runs.exists()
+
+
 def test_gallery_lists_demo_templates_and_uses_one(client_in):
     from workflows.views import gallery_templates
 
@@ -237,6 +268,9 @@ def test_viewer_may_look_but_not_edit(client, workflow, make_member):
     assert "Add a node" not in body
     assert client.post(reverse("workflow_node_delete", args=[workflow.pk, "greet"])).status_code == 403
     assert client.post(reverse("workflow_run", args=[workflow.pk]), {"topic": "x"}).status_code == 403
+    batch = reverse("workflow_run_batch", args=[workflow.pk])
+    assert client.post(batch, {"items": '[{"topic": "x"}]'}).status_code == 403
+    assert not workflow.runs.exists()
     assert len(workflow_definition(workflow=workflow)["nodes"]) == 2
 
 

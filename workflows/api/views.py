@@ -12,8 +12,8 @@ from rest_framework.response import Response
 
 from accounts.choices import Action
 from config.api import ScopedQuerysetMixin, default_workspace, parse_bool, require_action
-from runs.api.serializers import RunCreateSerializer, RunDetailSerializer
-from runs.api.views import start_run_response
+from runs.api.serializers import RunBatchResultSerializer, RunBatchSerializer, RunCreateSerializer, RunDetailSerializer
+from runs.api.views import start_batch_response, start_run_response
 from workflows import services
 from workflows.graph import validate_definition
 from workflows.models import Edge, Node, Trigger, Workflow
@@ -170,6 +170,28 @@ class WorkflowViewSet(ScopedQuerysetMixin, viewsets.ModelViewSet):
         Inputs declared ``{"type": "file"}`` may be uploaded as multipart parts named after the input;
         the other inputs then go in an ``inputs`` part as a JSON string."""
         return start_run_response(request, self.get_object())
+
+    @extend_schema(
+        request=RunBatchSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                description="Repeat a request with the same key to get the same runs (409 if the body differs). "
+                "Run i of the batch gets the key <key>:<i>.",
+            )
+        ],
+        responses={202: RunBatchResultSerializer},
+    )
+    @action(detail=True, methods=["post"], url_path="runs/batch")
+    def runs_batch(self, request, pk=None):
+        """Start a batch: one run per object of ``inputs``, all pinned to the same version.
+
+        Every item is validated first; a bad one gets a 400 keyed ``inputs[<index>].<name>`` and no
+        run is started. 202 with the queued runs, in order. Workers execute a batch in chunks with
+        shared writes, so it costs far less than as many single starts."""
+        return start_batch_response(request, self.get_object())
 
     @extend_schema(request=TriggerSerializer, responses={200: TriggerSerializer(many=True), 201: TriggerSerializer})
     @action(detail=True, methods=["get", "post"])
