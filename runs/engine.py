@@ -103,14 +103,22 @@ def enqueue(run_id: int) -> None:
     transaction.on_commit(send)
 
 
-def enqueue_many(run_ids: list[int]) -> None:
-    """Hand runs started together to the workers in chunks (``runs.tasks.execute_runs``), after
-    the current transaction commits: at most ``GW_RUN_CHUNK`` runs a chunk, and at least as many
-    chunks as there are workers when there are enough runs, so the batch spreads over all of them."""
+def inline_only(definition: dict[str, Any]) -> bool:
+    """Whether every node of a graph runs inline (pure control flow, no timeout): its runs finish in
+    their first step, in well under a millisecond of node work, so per-run overhead is their cost."""
+    nodes = definition.get("nodes") or []
+    return bool(nodes) and all(n.get("type") in INLINE_TYPES and not n.get("timeout") for n in nodes)
+
+
+def enqueue_many(run_ids: list[int], *, chunk: int) -> None:
+    """Hand runs started together to the workers after the current transaction commits, in chunks
+    of at most ``chunk`` runs (``runs.tasks.execute_runs``; a chunk of one is a plain
+    ``execute_run``), and in at least as many chunks as there are workers when there are enough
+    runs, so the batch spreads over all of them."""
     from django_q.tasks import async_task
 
     workers = max(1, int(settings.Q_CLUSTER.get("workers") or 1))
-    size = max(1, min(settings.GW_RUN_CHUNK, -(-len(run_ids) // workers)))
+    size = max(1, min(chunk, -(-len(run_ids) // workers)))
     chunks = [run_ids[i : i + size] for i in range(0, len(run_ids), size)]
 
     def send() -> None:

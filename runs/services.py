@@ -173,8 +173,9 @@ def run_start_many(
     workflow), all pinned to the same version, in one transaction. Every item is validated first;
     one bad item raises a ``ValidationError`` keyed ``inputs[<index>].<name>`` and starts nothing.
     With ``idempotency_key``, run *i* gets the key ``<key>:<i>``. The runs are enqueued in chunks
-    (``runs.tasks.execute_runs``) that workers execute with shared writes, so a large batch costs
-    a fraction of as many ``run_start`` calls. Returns the queued runs in order."""
+    (``runs.tasks.execute_runs``) that workers execute with shared writes when the workflow is
+    made only of inline nodes, so such a batch costs a fraction of as many ``run_start`` calls; any
+    other run gets a task of its own. Returns the queued runs in order."""
     from django.conf import settings
 
     if trigger not in TriggerType.values:
@@ -226,7 +227,10 @@ def run_start_many(
         AuditLog.objects.bulk_create(
             [audit_entry(action="run.started", actor=user, workspace=workflow.workspace_id, target=run) for run in runs]
         )
-        engine.enqueue_many([run.pk for run in runs])
+        # Chunks pay off where per-run overhead is the cost: runs made only of inline nodes. A run
+        # with real work in it (an LLM, an HTTP call) keeps a task, and a worker process, of its own.
+        chunk = settings.GW_RUN_CHUNK if engine.inline_only(version.definition) else 1
+        engine.enqueue_many([run.pk for run in runs], chunk=chunk)
     return runs
 
 

@@ -178,3 +178,23 @@ def test_a_cancel_reaches_a_run_of_a_chunk_that_goes_on(make_workflow, user):
         run.refresh_from_db()
     assert runs[0].status == "cancelled" and runs[1].status == "succeeded"
     assert node_runs(runs[0])["g"].status == "cancelled"
+
+
+def test_only_inline_workflows_are_enqueued_in_chunks(make_workflow, user, settings):
+    from django_q.brokers import get_broker
+
+    settings.GW_RUN_CHUNK = 4
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "workers": 2}
+    broker = get_broker()
+    inline = make_workflow([tpl("a"), tpl("b")], chain(tpl("a"), tpl("b")))
+    heavy = make_workflow([{"id": "s", "type": "test_sleep", "config": {"seconds": 0}}])
+    assert engine.inline_only({"nodes": [tpl("a")]}) and not engine.inline_only({"nodes": []})
+    assert not engine.inline_only({"nodes": [tpl("a", timeout=5)]})
+    before = broker.queue_size()
+    run_start_many(workflow=inline, user=user, inputs=[{}] * 10)
+    assert broker.queue_size() - before == 3  # 4 + 4 + 2, at least as many as the 2 workers
+    run_start_many(workflow=inline, user=user, inputs=[{}] * 3)
+    assert broker.queue_size() - before == 5  # 2 + 1: spread over both workers
+    run_start_many(workflow=heavy, user=user, inputs=[{}] * 3)
+    assert broker.queue_size() - before == 8  # one task per run
+    broker.purge_queue()
