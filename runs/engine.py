@@ -1081,7 +1081,40 @@ def execute_run(run_id: int, *, bypass_limit: bool = False) -> Run | None:
     return Engine(run_id, bypass_limit=bypass_limit).execute()
 
 
-def execute_runs(run_ids: list[int]) -> list[Run | None]:
+def _backlog(run: Run, exclude: list[int], limit: int) -> list[Run]:
+    """Other fresh queued runs made only of inline nodes, oldest first, that no other worker holds,
+    read FOR UPDATE: a backlog this worker may take along with ``run`` (itself such a run)."""
+    if limit <= 0 or not _chunkable(run):
+        return []
+    # Pick by version without locking (other queued runs may have real work: they are left alone,
+    # unlocked), then lock the picked ones, skipping any another worker holds.
+    queued = (
+        Run.objects.filter(status=RunStatus.QUEUED, rerun_of__isnull=True)
+        .exclude(pk__in=exclude)
+        .order_by("id")
+        .values_list(
+            "pk", "version_id", "workflow__max_concurrent_runs", "workflow__workspace__default_max_concurrent_runs"
+        )
+    )
+    unlimited = not settings.GW_DEFAULT_MAX_CONCURRENT_RUNS
+    picked = [
+        pk
+        for pk, version_id, workflow_limit, workspace_limit in queued[: limit * 4]
+        if not workflow_limit and not workspace_limit and unlimited and inline_only(version_definition(version_id))
+    ]
+    if not picked:
+        return []
+    return [other for other in _locked_runs(picked[:limit], skip_locked=True) if _chunkable(other)]
+
+
+def _chunkable(run: Run) -> bool:
+    """A fresh queued run of a graph made only of inline nodes, not under a concurrency limit."""
+    if run.status != RunStatus.QUEUED or run.rerun_of_id or concurrency_limit(run):
+        return False
+    return inline_only(version_definition(run.version_id))
+
+
+def execute_runs(run_ids: list[int], *, backlog: int = 0) -> list[Run | None]:
     """Execute several runs, started together (``run_start_many``), in this worker.
 
     The fresh queued runs among them take their leases and run their first step in one shared
@@ -1090,16 +1123,28 @@ def execute_runs(run_ids: list[int]) -> list[Run | None]:
     on after their first step (a node in a thread, a retry) then continue concurrently, one thread
     each. Anything else (a run another worker holds, a rerun, a resumed or recovered run, a
     workflow with a concurrency limit) is executed alone, as ``execute_run`` would. A database
-    error in the shared transaction rolls it all back, and every run is then executed alone."""
+    error in the shared transaction rolls it all back, and every run is then executed alone.
+
+    ``backlog``: when the (first) run is a fresh one made only of inline nodes, also take up to this
+    many other such runs still queued, as a chunk would have held them (the single-start task does:
+    under load, a worker clears a backlog of cheap runs a chunk at a time; each of their own queue
+    messages then finds its run finished and does nothing). Only the given runs are returned."""
     run_ids = list(dict.fromkeys(run_ids))
+    asked = list(run_ids)
     started: list[tuple[Engine, list[Attempt] | None]] = []
     alone: list[int] = []
     try:
         with transaction.atomic():
             batch = events.Batch()
             taken = {run.pk: run for run in _locked_runs(run_ids, skip_locked=True)}
+            if backlog and run_ids[0] in taken:
+                extra = _backlog(taken[run_ids[0]], run_ids, backlog)
+                taken.update({run.pk: run for run in extra})
+                run_ids += [run.pk for run in extra]
             for run_id in run_ids:
                 run = taken.get(run_id)
+                if run is not None and run.status in RUN_FINAL:
+                    continue  # finished already (taken along by another worker's chunk): nothing to do
                 if run is None or run.status != RunStatus.QUEUED or run.rerun_of_id or concurrency_limit(run):
                     alone.append(run_id)
                     continue
@@ -1113,7 +1158,7 @@ def execute_runs(run_ids: list[int]) -> list[Run | None]:
         logger.exception("Runs %s: the shared first step failed; executing each run alone", run_ids)
         for engine, _ in started:
             engine.stop_watch.set()
-        started, alone = [], run_ids
+        started, alone = [], asked  # the backlog taken along is still queued, with its own messages
     for engine, launch in started:
         if launch is None:  # it ended in its first step (a watcher may have started meanwhile)
             engine.stop_watch.set()
@@ -1133,7 +1178,7 @@ def execute_runs(run_ids: list[int]) -> list[Run | None]:
         results[run_id] = execute_run(run_id)
     for thread in threads:
         thread.join()
-    return [results.get(run_id) for run_id in run_ids]
+    return [results.get(run_id) for run_id in asked]
 
 
 def _go_on_in_thread(engine: Engine, launch: list[Attempt]) -> None:

@@ -58,6 +58,8 @@ class Run(models.Model):
             models.Index(fields=["workspace", "status"]),
             models.Index(fields=["workflow", "status", "created_at"]),
             models.Index(fields=["status", "lease_expires_at"]),
+            # The queued backlog, oldest first, that a worker may take along (engine._backlog).
+            models.Index(fields=["id"], condition=Q(status="queued"), name="run_queued_idx"),
         ]
         constraints = [
             models.UniqueConstraint(

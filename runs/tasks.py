@@ -21,10 +21,13 @@ REAPER_SCHEDULE_NAME = "graphwright: reap runs"
 
 
 def execute_run(run_id: int) -> str:
-    """Execute one run. A crash of the engine itself is recorded on the run, never lost."""
+    """Execute one run. A crash of the engine itself is recorded on the run, never lost.
+
+    A fresh run made only of inline nodes takes along up to ``GW_RUN_CHUNK - 1`` other such runs
+    still queued (a backlog under load), executed as one chunk (``engine.execute_runs``)."""
     close_old_connections()
     try:
-        run = engine.execute_run(run_id)
+        run = engine.execute_runs([run_id], backlog=settings.GW_RUN_CHUNK - 1)[0]
     except Exception:
         logger.exception("Run %s: the task failed", run_id)
         close_old_connections()

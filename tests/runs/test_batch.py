@@ -198,3 +198,33 @@ def test_only_inline_workflows_are_enqueued_in_chunks(make_workflow, user, setti
     run_start_many(workflow=heavy, user=user, inputs=[{}] * 3)
     assert broker.queue_size() - before == 8  # one task per run
     broker.purge_queue()
+
+
+def test_a_single_start_task_takes_a_backlog_of_inline_runs_along(make_workflow, user, settings):
+    from runs import tasks
+
+    settings.GW_RUN_CHUNK = 4
+    inline = make_workflow([tpl("a", "{{ inputs.n }}")])
+    heavy = make_workflow([{"id": "s", "type": "test_sleep", "config": {"seconds": 0}}])
+    limited = make_workflow([tpl("a")], max_concurrent_runs=5)
+    first = run_start(workflow=inline, user=user, inputs={"n": 0})
+    others = [
+        run_start(workflow=heavy, user=user),  # real work: keeps its own task
+        run_start(workflow=limited, user=user),  # under a concurrency limit: admitted one by one
+        run_start(workflow=inline, user=user, inputs={"n": 1}),
+        run_start(workflow=inline, user=user, inputs={"n": 2}),  # cancelled below
+        run_start(workflow=inline, user=user, inputs={"n": 3}),
+        run_start(workflow=inline, user=user, inputs={"n": 4}),
+        run_start(workflow=inline, user=user, inputs={"n": 5}),  # beyond GW_RUN_CHUNK - 1
+    ]
+    run_cancel(run=others[3], user=user)
+    assert tasks.execute_run(first.pk) == f"run {first.pk}: succeeded"
+    statuses = [Run.objects.get(pk=run.pk).status for run in [first, *others]]
+    assert statuses == ["succeeded", "queued", "queued", "succeeded", "cancelled", "succeeded", "succeeded", "queued"]
+    assert Run.objects.get(pk=others[5].pk).outputs == {"a": "4"}
+    # The queue message of a run taken along finds it finished and does nothing.
+    assert tasks.execute_run(others[4].pk) == f"run {others[4].pk}: nothing to do"
+    assert event_types(others[4]).count("run.started") == 1
+    # A run with real work takes nothing along.
+    assert tasks.execute_run(others[0].pk) == f"run {others[0].pk}: succeeded"
+    assert Run.objects.get(pk=others[6].pk).status == "queued"
