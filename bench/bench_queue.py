@@ -10,6 +10,9 @@ succeeded. Two passes over the same cluster:
   chunks with shared writes (``runs.tasks.execute_runs``).
 - ``queue.redis.single_runs_per_second``: every run started alone (``run_start``, one task each),
   as ``POST /workflows/{id}/runs/`` does.
+- ``queue.redis.single_backlog_runs_per_second``: a burst of single starts already queued when a
+  fresh cluster starts, timed from its first finished run to its last: what the workers alone do
+  with single starts (a worker takes a backlog of inline runs along, a chunk at a time).
 
 Each pass also reports the rate at which its clients created the runs (``…enqueue_per_second``):
 when it is close to the execution rate, the producers set the pace, not the queue.
@@ -58,13 +61,24 @@ def measure() -> dict[str, float]:
     definition = {"nodes": [{"id": "only", "type": "template", "config": {"template": "{{ inputs.i }}"}}], "edges": []}
     WorkflowVersion.objects.create(workflow=workflow, number=1, definition=definition)
 
-    cluster = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "qcluster"],
-        env={**os.environ, "Q_WORKERS": str(WORKERS)},
-        stdout=None if os.environ.get("BENCH_QUEUE_DEBUG") else subprocess.DEVNULL,
-        stderr=None if os.environ.get("BENCH_QUEUE_DEBUG") else subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    def start_cluster() -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "qcluster"],
+            env={**os.environ, "Q_WORKERS": str(WORKERS)},
+            stdout=None if os.environ.get("BENCH_QUEUE_DEBUG") else subprocess.DEVNULL,
+            stderr=None if os.environ.get("BENCH_QUEUE_DEBUG") else subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def stop_cluster(cluster: subprocess.Popen) -> None:
+        os.killpg(cluster.pid, signal.SIGTERM)
+        try:
+            cluster.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(cluster.pid, signal.SIGKILL)
+            cluster.wait(20)
+
+    cluster = start_cluster()
     try:
 
         def drain(run_ids: list[int], timeout: float) -> None:
@@ -115,6 +129,16 @@ def measure() -> dict[str, float]:
 
         batched, batched_enqueue, ids = timed(batches)
         single, single_enqueue, _ = timed(singles)
+
+        # A burst: RUNS single starts already queued (a webhook storm while workers were busy),
+        # timed from the first run the cluster finishes to the last: the workers alone.
+        stop_cluster(cluster)
+        burst = singles(list(range(RUNS)))
+        cluster = start_cluster()
+        drain(burst[:1], 120)
+        first = time.perf_counter()
+        drain(burst, 600)
+        backlog = (RUNS - 1) / (time.perf_counter() - first)
         if os.environ.get("BENCH_QUEUE_DEBUG"):
             import statistics
 
@@ -123,16 +147,13 @@ def measure() -> dict[str, float]:
             works = [(f - s).total_seconds() for c, s, f in rows]
             print(f"queue wait p50 {statistics.median(waits):.3f}s, execution p50 {statistics.median(works):.3f}s")
     finally:
-        os.killpg(cluster.pid, signal.SIGTERM)
-        try:
-            cluster.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(cluster.pid, signal.SIGKILL)
+        stop_cluster(cluster)
     return {
         "runs_per_second": batched,
         "enqueue_per_second": batched_enqueue,
         "single_runs_per_second": single,
         "single_enqueue_per_second": single_enqueue,
+        "single_backlog_runs_per_second": backlog,
         "workers": WORKERS,
         "clients": CLIENTS,
         "batch": BATCH,
@@ -176,6 +197,7 @@ def run(results: dict[str, float]) -> None:
             "enqueue_per_second",
             "single_runs_per_second",
             "single_enqueue_per_second",
+            "single_backlog_runs_per_second",
             "workers",
             "clients",
             "batch",
@@ -193,4 +215,4 @@ if __name__ == "__main__":
         results: dict[str, float] = {}
         run(results)
         for key, value in sorted(results.items()):
-            print(f"{key:<32} {value:.3f}")
+            print(f"{key:<42} {value:.3f}")
