@@ -12,6 +12,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Exists
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -350,11 +351,15 @@ def workflow_current_version(*, workflow: Workflow, user: User | None) -> Workfl
 def workflow_version_to_run(*, workflow: Workflow, user: User | None) -> WorkflowVersion:
     """:func:`workflow_current_version` for a caller that has already checked ``Action.RUN``
     (``run_start``: one permission query per run instead of two)."""
-    if not workflow.nodes.exists():
-        # No draft rows at all (a workflow made only of versions, e.g. by a script): run the latest one.
-        latest = workflow.latest_version()
-        if latest is not None:
-            return latest
+    # No draft rows at all (a workflow made only of versions, e.g. by a script): run the latest
+    # version. One query asks for both.
+    latest = (
+        workflow.versions.annotate(has_draft=Exists(Node.objects.filter(workflow_id=workflow.pk)))
+        .order_by("-number")
+        .first()
+    )
+    if latest is not None and not latest.has_draft:
+        return latest
     with transaction.atomic():  # _publish locks the workflow row
         return _publish(workflow, user, AUTO_PUBLISH_NOTE)
 
