@@ -168,11 +168,13 @@ def run_start_many(
     trigger: str = "api",
     idempotency_key: str = "",
     request_hash: str = "",
+    callback_url: str = "",
 ) -> list[Run]:
     """Start one run per item of ``inputs`` (a batch: a list of records to put through the same
     workflow), all pinned to the same version, in one transaction. Every item is validated first;
     one bad item raises a ``ValidationError`` keyed ``inputs[<index>].<name>`` and starts nothing.
-    With ``idempotency_key``, run *i* gets the key ``<key>:<i>``. The runs are enqueued in chunks
+    With ``idempotency_key``, run *i* gets the key ``<key>:<i>``; ``callback_url`` is POSTed each
+    run as it ends. The runs are enqueued in chunks
     (``runs.tasks.execute_runs``) that workers execute with shared writes when the workflow is
     made only of inline nodes, so such a batch costs a fraction of as many ``run_start`` calls; any
     other run gets a task of its own. Returns the queued runs in order."""
@@ -211,6 +213,7 @@ def run_start_many(
                     created_by=creator,
                     idempotency_key=f"{idempotency_key}:{index}" if idempotency_key else "",
                     request_hash=request_hash,
+                    callback_url=callback_url,
                     event_seq=1,
                 )
                 for index, item in enumerate(cleaned)

@@ -41,6 +41,9 @@ class RunBatchSerializer(serializers.Serializer):
         allow_empty=False,
         help_text="One inputs object per run to start (at most GW_BATCH_MAX_RUNS, 1000 by default).",
     )
+    callback_url = serializers.URLField(
+        max_length=1000, required=False, allow_blank=True, default="", help_text="POSTed each run once it ends."
+    )
 
     def validate_inputs(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
         from django.conf import settings

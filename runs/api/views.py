@@ -130,10 +130,13 @@ def start_batch_response(request, workflow: Workflow) -> Response:
     serializer = RunBatchSerializer(data=request.data)
     serializer.is_valid(raise_exception=True)
     items: list[dict[str, Any]] = serializer.validated_data["inputs"]
+    callback_url: str = serializer.validated_data["callback_url"]
     key = (request.headers.get(IDEMPOTENCY_HEADER) or "").strip()
     if len(key) > 240:  # each run's key is "<key>:<index>"
         raise exceptions.ValidationError({IDEMPOTENCY_HEADER: ["At most 240 characters for a batch."]})
-    request_hash = canonical_hash({"workflow": workflow.pk, "batch": items}) if key else ""
+    request_hash = (
+        canonical_hash({"workflow": workflow.pk, "batch": items, "callback_url": callback_url}) if key else ""
+    )
 
     def replay() -> Response | None:
         first = Run.objects.filter(created_by=request.user, idempotency_key=f"{key}:0").first()
@@ -156,6 +159,7 @@ def start_batch_response(request, workflow: Workflow) -> Response:
             trigger=TriggerType.API,
             idempotency_key=key,
             request_hash=request_hash,
+            callback_url=callback_url,
         )
     except IntegrityError:  # the same key, sent twice at once: the other request created the runs
         if not key or (replayed := replay()) is None:

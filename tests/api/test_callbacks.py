@@ -88,3 +88,30 @@ def test_invalid_callback_url_is_400(api_client, workflow):
     )
     assert response.status_code == 400
     assert "callback_url" in response.json()["error"]["fields"]
+
+
+def test_each_run_of_a_batch_is_posted_to_the_callback_url(api_client, workflow, loopback):
+    from runs import engine
+
+    broker = get_broker()
+    broker.purge_queue()
+    response = api_client.post(
+        f"/api/v1/workflows/{workflow.pk}/runs/batch/",
+        {"inputs": [{"text": "a"}, {"text": "b"}], "callback_url": loopback.url + "/batch"},
+        format="json",
+    )
+    assert response.status_code == 202, response.json()
+    ids = [run["id"] for run in response.json()["runs"]]
+    engine.execute_runs(ids)
+    tasks = queued_callback_tasks(broker)
+    assert sorted(task["args"] for task in tasks) == [(ids[0], 1), (ids[1], 1)]
+    for task in tasks:
+        assert deliver_run_callback(*task["args"]) == "sent"
+    payloads = {json.loads(r["body"])["run_id"]: json.loads(r["body"]) for r in loopback.requests}
+    assert set(payloads) == set(ids) and {p["status"] for p in payloads.values()} == {"succeeded"}
+    bad = api_client.post(
+        f"/api/v1/workflows/{workflow.pk}/runs/batch/",
+        {"inputs": [{"text": "a"}], "callback_url": "not a url"},
+        format="json",
+    )
+    assert bad.status_code == 400 and "callback_url" in bad.json()["error"]["fields"]
