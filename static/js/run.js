@@ -99,7 +99,7 @@
     return fetch(url, { credentials: "same-origin" }).then(function (r) { return r.ok ? r.text() : null; }).then(function (html) {
       if (!html) return;
       var old = document.getElementById("panel-" + nodeId);
-      if (!old) return;
+      if (!old || inUse(old)) return;  // never swap away a comment being typed into its approval form
       var tpl = document.createElement("template");
       tpl.innerHTML = html.trim();
       var fresh = tpl.content.firstElementChild;
