@@ -14,6 +14,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import ValidationError
+from django.db import connection, transaction
 from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -134,21 +135,36 @@ def streamed_tokens(run: Run, upto: int | None = None) -> dict[str, str]:
     return {node: "".join(parts) for node, parts in tokens.items()}
 
 
+@contextlib.contextmanager
+def snapshot():
+    """Several reads that see the database as of one moment: a read-only REPEATABLE READ
+    transaction on PostgreSQL, where each statement would otherwise see its own. Elsewhere (SQLite,
+    or inside a transaction already) the reads go as they are."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield
+
+
 class RunDetailView(RunMixin, View):
     def get(self, request, pk: int):
         run = self.run
         # The stream position first, then everything else: the page shows state at least as new as
         # last_seq and replays every later event on top. Read the other way round, events committed
         # between the reads would be in neither (a run shown running that is already waiting).
-        last_seq = run.events.order_by("-seq").values_list("seq", flat=True).first() or 0
-        run.refresh_from_db()
-        definition = run.version.definition or {}
-        tokens = streamed_tokens(run, upto=last_seq)
-        panels = node_panels(run, definition, tokens)
+        with snapshot():  # and the run and its nodes as of one moment (no waiting node under a running run)
+            last_seq = run.events.order_by("-seq").values_list("seq", flat=True).first() or 0
+            run.refresh_from_db()
+            definition = run.version.definition or {}
+            tokens = streamed_tokens(run, upto=last_seq)
+            panels = node_panels(run, definition, tokens)
+            timeline = list(
+                run.events.exclude(type=TOKEN_EVENT).filter(seq__lte=last_seq).order_by("-seq")[:TIMELINE_LIMIT]
+            )
         statuses = {p["id"]: p["status"] for p in panels}
-        timeline = list(
-            run.events.exclude(type=TOKEN_EVENT).filter(seq__lte=last_seq).order_by("-seq")[:TIMELINE_LIMIT]
-        )
         timeline.reverse()
         total = len(panels)
         done = sum(1 for p in panels if p["is_final"])
