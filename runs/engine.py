@@ -90,17 +90,48 @@ def enqueue(run_id: int) -> None:
     ``save=False``: django-q2 keeps no Success row for a run task (a failed task is still saved).
     The Run row is the record of the outcome; saving successes made the cluster's single monitor
     process lock and prune up to ``save_limit`` rows per finished run, which capped throughput."""
+    transaction.on_commit(lambda: _send([run_id]))
+
+
+def _send(chunk: list[int]) -> None:
+    """Put one task on the queue: ``execute_run`` for one run, ``execute_runs`` for a chunk.
+    ``save=False``: see :func:`enqueue`. A failure is logged: the reaper enqueues queued runs
+    again, and the rows stay the source of truth."""
     from django_q.tasks import async_task
 
-    def send() -> None:
-        try:
+    try:
+        if len(chunk) == 1:
             async_task(
-                "runs.tasks.execute_run", run_id, task_name=f"run-{run_id}", group="runs", save=False, broker=_broker()
+                "runs.tasks.execute_run",
+                chunk[0],
+                task_name=f"run-{chunk[0]}",
+                group="runs",
+                save=False,
+                broker=_broker(),
             )
-        except Exception:  # the reaper enqueues queued runs again; the row stays the source of truth
-            logger.exception("Could not enqueue run %s", run_id)
+        else:
+            async_task(
+                "runs.tasks.execute_runs",
+                chunk,
+                task_name=f"runs-{chunk[0]}-{chunk[-1]}",
+                group="runs",
+                save=False,
+                broker=_broker(),
+            )
+    except Exception:
+        logger.exception("Could not enqueue runs %s", chunk)
 
-    transaction.on_commit(send)
+
+_INLINE_VERSIONS: dict[int, bool] = {}
+
+
+def _inline_version(version_id: int) -> bool:
+    """:func:`inline_only` of a pinned version, remembered per process (versions never change)."""
+    if version_id not in _INLINE_VERSIONS:
+        if len(_INLINE_VERSIONS) >= _VERSION_CACHE_SIZE:
+            _INLINE_VERSIONS.clear()
+        _INLINE_VERSIONS[version_id] = inline_only(version_definition(version_id))
+    return _INLINE_VERSIONS[version_id]
 
 
 def inline_only(definition: dict[str, Any]) -> bool:
@@ -115,35 +146,13 @@ def enqueue_many(run_ids: list[int], *, chunk: int) -> None:
     of at most ``chunk`` runs (``runs.tasks.execute_runs``; a chunk of one is a plain
     ``execute_run``), and in at least as many chunks as there are workers when there are enough
     runs, so the batch spreads over all of them."""
-    from django_q.tasks import async_task
-
     workers = max(1, int(settings.Q_CLUSTER.get("workers") or 1))
     size = max(1, min(chunk, -(-len(run_ids) // workers)))
     chunks = [run_ids[i : i + size] for i in range(0, len(run_ids), size)]
 
     def send() -> None:
         for chunk in chunks:
-            try:
-                if len(chunk) == 1:
-                    async_task(
-                        "runs.tasks.execute_run",
-                        chunk[0],
-                        task_name=f"run-{chunk[0]}",
-                        group="runs",
-                        save=False,
-                        broker=_broker(),
-                    )
-                else:
-                    async_task(
-                        "runs.tasks.execute_runs",
-                        chunk,
-                        task_name=f"runs-{chunk[0]}-{chunk[-1]}",
-                        group="runs",
-                        save=False,
-                        broker=_broker(),
-                    )
-            except Exception:  # the reaper enqueues queued runs again; the rows stay the source of truth
-                logger.exception("Could not enqueue runs %s", chunk)
+            _send(chunk)
 
     transaction.on_commit(send)
 
@@ -1100,7 +1109,7 @@ def _backlog(run: Run, exclude: list[int], limit: int) -> list[Run]:
     picked = [
         pk
         for pk, version_id, workflow_limit, workspace_limit in queued[: limit * 4]
-        if not workflow_limit and not workspace_limit and unlimited and inline_only(version_definition(version_id))
+        if not workflow_limit and not workspace_limit and unlimited and _inline_version(version_id)
     ]
     if not picked:
         return []
@@ -1111,7 +1120,7 @@ def _chunkable(run: Run) -> bool:
     """A fresh queued run of a graph made only of inline nodes, not under a concurrency limit."""
     if run.status != RunStatus.QUEUED or run.rerun_of_id or concurrency_limit(run):
         return False
-    return inline_only(version_definition(run.version_id))
+    return _inline_version(run.version_id)
 
 
 def execute_runs(run_ids: list[int], *, backlog: int = 0) -> list[Run | None]:

@@ -172,7 +172,6 @@ class Batch:
         if self.messages:
             messages = self.messages
             transaction.on_commit(lambda: _push(messages))
-        self.__init__()
 
 
 def _update_runs(runs: list[tuple[Run, set[str]]]) -> None:

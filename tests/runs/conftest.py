@@ -67,5 +67,17 @@ def node_runs(run: Run) -> dict[str, Any]:
     return {nr.node_id: nr for nr in run.node_runs.all()}
 
 
+# The events of a run through a chain of two nodes that both succeed.
+CHAIN2_EVENTS = [
+    "run.queued",
+    "run.started",
+    "node.started",
+    "node.succeeded",
+    "node.started",
+    "node.succeeded",
+    "run.succeeded",
+]
+
+
 def event_types(run: Run) -> list[str]:
     return list(run.events.order_by("seq").values_list("type", flat=True))
